@@ -1,0 +1,1 @@
+"""V-JEPA in JAX/Flax: self-supervised video pretraining by feature prediction."""
