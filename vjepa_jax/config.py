@@ -39,7 +39,6 @@ def base_config():
         attention="auto",  # auto | xla | cudnn
         dtype="bfloat16",  # compute dtype; params are always float32
         remat="none",  # none | full | dots (rematerialisation policy per block)
-        scan=False,  # scan over blocks (smaller compile, same numbers)
     ))
 
     c.masks = [mask_config(8, 0.15), mask_config(2, 0.7)]

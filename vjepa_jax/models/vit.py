@@ -1,0 +1,99 @@
+"""Video ViT encoder (VJEPA_SPEC §1): tubelet conv, frozen 3-D sin-cos positions, pre-norm blocks."""
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from vjepa_jax.models import pos_embed
+from vjepa_jax.models.attention import resolve_backend
+from vjepa_jax.models.block import INIT, block_class, layer_norm
+
+# name: (width, depth, heads, mlp hidden)   (VJEPA_SPEC §1.6)
+SIZES = {
+    "tiny": (192, 12, 3, 768),
+    "small": (384, 12, 6, 1536),
+    "base": (768, 12, 12, 3072),
+    "large": (1024, 24, 16, 4096),
+    "huge": (1280, 32, 16, 5120),
+    "giant": (1408, 40, 16, 6144),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """Resolved encoder geometry: widths from the size table with config overrides applied."""
+    width: int
+    depth: int
+    num_heads: int
+    mlp_hidden: int
+    patch_size: int
+    tubelet_size: int
+    num_frames: int
+    crop_size: int
+
+    @property
+    def grid(self):
+        """(T', H', W') token grid of a full clip."""
+        side = self.crop_size // self.patch_size
+        return (self.num_frames // self.tubelet_size, side, side)
+
+    @property
+    def num_tokens(self):
+        return int(np.prod(self.grid))
+
+
+def shape_from_config(model_cfg):
+    """Encoder Shape from `config.model` (variant plus optional width/depth/heads overrides)."""
+    if model_cfg.variant not in SIZES:
+        raise ValueError(f"model.variant must be one of {sorted(SIZES)}, got {model_cfg.variant!r}")
+    width, depth, heads, hidden = SIZES[model_cfg.variant]
+    if model_cfg.width:
+        hidden = hidden * model_cfg.width // width
+        width = model_cfg.width
+    depth = model_cfg.depth or depth
+    heads = model_cfg.num_heads or heads
+    shape = Shape(width, depth, heads, hidden, model_cfg.patch_size, model_cfg.tubelet_size,
+                  model_cfg.num_frames, model_cfg.crop_size)
+    for key, value, divisor in [("width", width, heads), ("crop_size", shape.crop_size, shape.patch_size),
+                                ("num_frames", shape.num_frames, shape.tubelet_size)]:
+        if value % divisor:
+            raise ValueError(f"model.{key}={value} is not divisible by {divisor}")
+    return shape
+
+
+class VisionTransformer(nn.Module):
+    """Clips [B, T, H, W, 3] (normalised float) and optional kept indices [B, K] -> tokens [B, N|K, D]."""
+    shape: Shape
+    uniform_power: bool = True
+    dtype: jnp.dtype = jnp.bfloat16
+    attention: str = "xla"
+    remat: str = "none"
+
+    @nn.compact
+    def __call__(self, video, indices=None):
+        s = self.shape
+        if video.shape[1] == 1:  # an image: one tubelet of the repeated frame
+            video = jnp.repeat(video, s.tubelet_size, axis=1)
+        kernel = (s.tubelet_size, s.patch_size, s.patch_size)
+        x = nn.Conv(s.width, kernel, strides=kernel, padding="VALID", dtype=self.dtype,
+                    param_dtype=jnp.float32, name="patch_embed",
+                    kernel_init=nn.with_logical_partitioning(INIT, (None, None, None, None, "embed")),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
+                        video.astype(self.dtype))
+        b, *grid, d = x.shape
+        table = pos_embed.resize_table(pos_embed.sincos_3d(d, s.grid, self.uniform_power), s.grid, grid)
+        x = x.reshape(b, -1, d).astype(jnp.float32) + table
+        if indices is not None:  # positions are added before the gather, so kept tokens keep them
+            x = jnp.take_along_axis(x, indices[..., None], axis=1)
+        backend = resolve_backend(self.attention, self.dtype)
+        block = block_class(self.remat)
+        for i in range(s.depth):
+            x = block(s.num_heads, s.mlp_hidden, self.dtype, backend, name=f"blocks_{i}")(x)
+        return layer_norm("norm")(x)
+
+
+def encoder_from_config(model_cfg):
+    """VisionTransformer built from `config.model`."""
+    return VisionTransformer(shape_from_config(model_cfg), model_cfg.uniform_power,
+                             jnp.dtype(model_cfg.dtype), model_cfg.attention, model_cfg.remat)

@@ -1,0 +1,61 @@
+"""Device mesh ('data', 'fsdp'), logical-axis rules, and shardings for the state and the batch."""
+import logging
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp")
+# Logical parameter axes (named in models/) -> mesh axes. The embedding axis of every matrix is
+# split over 'fsdp' (ZeRO-3 style); everything else is replicated.
+RULES = (("embed", "fsdp"), ("mlp", None), ("qkv", None), ("pred", None), ("norm", None))
+
+
+def make_mesh(mesh_cfg, devices=None):
+    """Mesh of shape (data, fsdp) from config; one size may be -1 to absorb the remaining devices."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [mesh_cfg.data, mesh_cfg.fsdp]
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"mesh.data={sizes[0]}, mesh.fsdp={sizes[1]}: use positive sizes, "
+                         "at most one of them -1")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"{len(devices)} devices cannot be split into mesh {sizes}")
+        sizes[sizes.index(-1)] = len(devices) // known
+    total = sizes[0] * sizes[1]
+    if total > len(devices):
+        raise ValueError(f"mesh {sizes} needs {total} devices, only {len(devices)} available")
+    if total < len(devices):
+        logging.warning("mesh %s uses %d of %d devices", sizes, total, len(devices))
+    return Mesh(np.asarray(devices[:total]).reshape(sizes), AXES)
+
+
+def batch_sharding(mesh):
+    """Leading (batch) axis split over both mesh axes."""
+    return NamedSharding(mesh, P(AXES))
+
+
+def replicated(mesh):
+    return NamedSharding(mesh, P())
+
+
+def param_shardings(boxed_abstract, mesh):
+    """Shardings for a tree of nn.LogicallyPartitioned abstract params (from jax.eval_shape(init))."""
+    specs = nn.get_partition_spec(boxed_abstract)
+    return nn.logical_to_mesh_sharding(specs, mesh, RULES)
+
+
+def opt_state_shardings(tx, opt_abstract, params_sharding, mesh):
+    """Optimizer-state leaves that mirror params take the params' sharding; the rest replicate."""
+    return optax.tree_map_params(tx, lambda _, s: s, opt_abstract, params_sharding,
+                                 transform_non_params=lambda _: replicated(mesh))
+
+
+def check_divisible(name, size, mesh):
+    """Raise a clear error when a global batch cannot be split evenly over the mesh."""
+    n = mesh.devices.size
+    if size % n:
+        raise ValueError(f"{name}={size} is not divisible by the {n} devices of mesh {dict(mesh.shape)}")

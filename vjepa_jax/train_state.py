@@ -1,0 +1,49 @@
+"""TrainState with the EMA target encoder, created shapes-first and directly sharded."""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.training import train_state
+
+from vjepa_jax import optim, sharding
+
+
+class TrainState(train_state.TrainState):
+    """params {'encoder', 'predictor'}, EMA `target_params` of the encoder, skipped-step count."""
+    target_params: Any = None
+    skipped: Any = None
+
+
+def create(encoder, predictor, optim_cfg, example, mesh, rng):
+    """Initialise a sharded TrainState; `example` = (video [B,T,H,W,3], ctx [B,Kc], tgt [B,Kt]) shapes.
+
+    Returns (state, state_shardings). Arrays are created already sharded by a jitted init.
+    """
+    video, ctx, tgt = (jnp.zeros(x.shape, x.dtype) for x in example)
+
+    def init_boxed(rng):
+        k_enc, k_pred = jax.random.split(rng)
+        z = jnp.zeros(ctx.shape + (encoder.shape.width,), jnp.float32)
+        return {"encoder": encoder.init(k_enc, video)["params"],
+                "predictor": predictor.init(k_pred, z, ctx, tgt, 0)["params"]}
+
+    boxed = jax.eval_shape(init_boxed, rng)
+    params_abstract = nn.unbox(boxed)
+    tx = optim.make_optimizer(optim_cfg, params_abstract)
+    p_sharding = sharding.param_shardings(boxed, mesh)
+    opt_sharding = sharding.opt_state_shardings(tx, jax.eval_shape(tx.init, params_abstract),
+                                                p_sharding, mesh)
+    rep = sharding.replicated(mesh)
+    shardings = TrainState(step=rep, apply_fn=None, params=p_sharding, tx=tx,
+                           opt_state=opt_sharding, target_params=p_sharding["encoder"], skipped=rep)
+
+    @jax.jit
+    def init(rng):
+        params = nn.unbox(init_boxed(rng))
+        return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=None, params=params, tx=tx,
+                          opt_state=tx.init(params), target_params=params["encoder"],
+                          skipped=jnp.zeros((), jnp.int32))
+
+    state = jax.jit(init, out_shardings=shardings)(rng)
+    return state, shardings
