@@ -89,6 +89,36 @@ def base_config():
         log_every=10,
         checkpoint_every=300,
         keep_checkpoints=3,
-        plot_every=0,  # 0: plot at the end only
+        stop_after=0,  # stop (with a checkpoint) after this many steps in this run; 0: run to the end
+        max_skipped_steps=100,  # abort when more steps than this had non-finite gradients
     ))
     return c
+
+
+def _check(ok, key, value, expected):
+    if not ok:
+        raise ValueError(f"config.{key}={value!r}: expected {expected}")
+
+
+def validate(c):
+    """Raise one ValueError naming the first config key with an unusable value."""
+    m = c.model
+    _check(m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype,
+           "float32, bfloat16 or float16")
+    for key in ("patch_size", "tubelet_size", "num_frames", "crop_size", "pred_width", "pred_depth"):
+        _check(isinstance(m[key], int) and m[key] > 0, f"model.{key}", m[key], "a positive integer")
+    _check(len(c.masks) >= 1, "masks", c.masks, "at least one mask generator")
+    for i, mask in enumerate(c.masks):
+        _check(mask.kind in ("multiblock", "tube", "causal"), f"masks[{i}].kind", mask.kind,
+               "multiblock, tube or causal")
+    _check(c.mask_truncation in ("random", "first"), "mask_truncation", c.mask_truncation,
+           "'random' or 'first'")
+    _check(c.data.source in ("csv", "synthetic", "tfds"), "data.source", c.data.source,
+           "csv, synthetic or tfds")
+    _check(c.data.source != "csv" or len(c.data.index) > 0, "data.index", c.data.index,
+           "one or more index files when data.source='csv'")
+    _check(isinstance(c.data.batch_size, int) and c.data.batch_size > 0, "data.batch_size",
+           c.data.batch_size, "a positive integer (the global batch)")
+    _check(c.data.num_workers >= 0, "data.num_workers", c.data.num_workers, ">= 0")
+    for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+        _check(c.train[key] > 0, f"train.{key}", c.train[key], "a positive integer")

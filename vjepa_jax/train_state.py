@@ -16,11 +16,14 @@ class TrainState(train_state.TrainState):
 
 
 def create(encoder, predictor, optim_cfg, example, mesh, rng):
-    """Initialise a sharded TrainState; `example` = (video [B,T,H,W,3], ctx [B,Kc], tgt [B,Kt]) shapes.
+    """Shapes first: `example` = (video [B,T,H,W,3], ctx [B,Kc], tgt [B,Kt]) arrays or shapes.
 
-    Returns (state, state_shardings). Arrays are created already sharded by a jitted init.
+    Returns (abstract_state, state_shardings, init) where `init(rng)` creates the TrainState
+    already sharded (a jitted init with out_shardings); a resumed run restores into
+    `abstract_state` instead and never materialises fresh parameters.
     """
-    video, ctx, tgt = (jnp.zeros(x.shape, x.dtype) for x in example)
+    # Parameter shapes do not depend on the batch size: initialise on one example.
+    video, ctx, tgt = (jnp.zeros((1,) + tuple(x.shape[1:]), x.dtype) for x in example)
 
     def init_boxed(rng):
         k_enc, k_pred = jax.random.split(rng)
@@ -38,12 +41,10 @@ def create(encoder, predictor, optim_cfg, example, mesh, rng):
     shardings = TrainState(step=rep, apply_fn=None, params=p_sharding, tx=tx,
                            opt_state=opt_sharding, target_params=p_sharding["encoder"], skipped=rep)
 
-    @jax.jit
     def init(rng):
         params = nn.unbox(init_boxed(rng))
         return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=None, params=params, tx=tx,
                           opt_state=tx.init(params), target_params=params["encoder"],
                           skipped=jnp.zeros((), jnp.int32))
 
-    state = jax.jit(init, out_shardings=shardings)(rng)
-    return state, shardings
+    return jax.eval_shape(init, rng), shardings, jax.jit(init, out_shardings=shardings)

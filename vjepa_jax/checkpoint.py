@@ -1,0 +1,66 @@
+"""Orbax checkpoints of the train state, the data-iterator state and the model description.
+
+Layout: DIR/checkpoints/<step>/{state, data, meta}. Saves are asynchronous and atomic (a step
+directory appears only once complete), so a run killed at any point resumes from the last
+complete checkpoint. Restores take target shardings, so a checkpoint written on one mesh
+restores onto another.
+"""
+import jax
+import orbax.checkpoint as ocp
+
+import grain
+
+
+class CheckpointMismatch(ValueError):
+    """The workdir holds checkpoints of a different model than the config describes."""
+
+
+def manager(workdir, keep, read_only=False):
+    """CheckpointManager for DIR/checkpoints keeping the last `keep` steps, async saves."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                           read_only=read_only, enable_async_checkpointing=True)
+    return ocp.CheckpointManager(f"{workdir}/checkpoints", options=options,
+                                 item_names=("state", "data", "meta"))
+
+
+def state_dict(state):
+    """The saved part of a TrainState as a plain dict (no functions, no optimizer object)."""
+    return {"step": state.step, "params": state.params, "target_params": state.target_params,
+            "opt_state": state.opt_state, "skipped": state.skipped}
+
+
+def save(mngr, state, data_iter, meta, force=False):
+    """Start an async save of state (+ data iterator, + meta) at state.step; returns whether it saved."""
+    step = int(jax.device_get(state.step))
+    items = {"state": ocp.args.StandardSave(state_dict(state)), "meta": ocp.args.JsonSave(meta)}
+    if data_iter is not None:
+        items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    return mngr.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def read_meta(mngr, step):
+    """The JSON model description stored with a checkpoint."""
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def check_meta(saved, current, where):
+    """Raise CheckpointMismatch naming every key whose value differs between checkpoint and config."""
+    keys = sorted(set(saved) | set(current))
+    diffs = [f"  {k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
+             for k in keys if saved.get(k) != current.get(k)]
+    if diffs:
+        raise CheckpointMismatch(
+            f"{where} holds a checkpoint of a different model; refusing to resume or overwrite it.\n"
+            + "\n".join(diffs) + "\nUse a new --workdir, or a config matching the checkpoint.")
+
+
+def restore(mngr, step, state, shardings, data_iter=None):
+    """Restore step into a TrainState shaped like `state`, placed with `shardings`."""
+    def abstract(x, s):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+    target = jax.tree.map(abstract, state_dict(state), state_dict(shardings))
+    items = {"state": ocp.args.StandardRestore(target)}
+    if data_iter is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = mngr.restore(step, args=ocp.args.Composite(**items))["state"]
+    return state.replace(**restored)

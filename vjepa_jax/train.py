@@ -1,0 +1,181 @@
+"""V-JEPA pretraining: one program for a laptop, a GPU node, a GPU cluster or a TPU pod.
+
+    python -m vjepa_jax.train --config configs/pretrain/demo.py --workdir /tmp/vjepa_demo
+    python -m vjepa_jax.train --config configs/pretrain/vitl16.py --workdir DIR \
+        --config.data.index=/data/k710.csv --config.data.batch_size=3072
+
+Resumes automatically from the last complete checkpoint in --workdir. SIGTERM (pre-emption)
+saves a checkpoint and exits. Writes DIR/metrics.jsonl, DIR/tensorboard/ and DIR/metrics.png.
+"""
+import logging
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from absl import app, flags
+from ml_collections import config_flags
+
+from vjepa_jax import checkpoint, config as config_lib, distributed, logger, masks, objective
+from vjepa_jax import plot, sharding, train_state
+from vjepa_jax.data import pipeline
+from vjepa_jax.models import predictor as predictor_lib, vit
+
+config_flags.DEFINE_config_file("config", None, "Config file (configs/pretrain/*.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+distributed.define_flags()
+FLAGS = flags.FLAGS
+
+
+def prepare_workdir(path):
+    """Create the workdir and prove it is writable, before any compute is spent."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_test_{jax.process_index()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"--workdir {path} is not writable: {e.strerror or e}") from None
+    return path
+
+
+def model_meta(config, generators):
+    """What a checkpoint must agree with to be resumed by this config."""
+    return {"model": config.model.to_dict(), "masks": [
+        {"kind": g.kind, "num_context": g.num_context, "num_target": g.num_target} for g in generators]}
+
+
+def run(config, workdir):
+    # ---------------------------------------------------------------- setup
+    config_lib.validate(config)
+    workdir = prepare_workdir(workdir)
+    main_process = jax.process_index() == 0
+    logging.info("jax %s, %d processes, %d devices (%s)", jax.__version__, jax.process_count(),
+                 jax.device_count(), jax.devices()[0].platform)
+
+    # ---------------------------------------------------------------- mesh
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_divisible("data.batch_size", config.data.batch_size, mesh)
+    batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+
+    # ---------------------------------------------------------------- model, masks, optimizer
+    encoder = vit.encoder_from_config(config.model)
+    shape = encoder.shape
+    generators = masks.generators_from_config(config)
+    predictor = predictor_lib.predictor_from_config(config.model, shape, len(generators))
+    total_steps = config.optim.epochs * config.optim.ipe
+    for i, g in enumerate(generators):
+        logging.info("mask %d (%s): %d context + %d target of %d tokens", i, g.kind,
+                     g.num_context, g.num_target, shape.num_tokens)
+
+    # ---------------------------------------------------------------- data
+    dataset = pipeline.make_dataset(config, train=True, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+    data_iter = iter(dataset)
+
+    # ---------------------------------------------------------------- shapes first, then state
+    b = config.data.batch_size
+    video_shape = (b, shape.num_frames, shape.crop_size, shape.crop_size, 3)
+    example = (jax.ShapeDtypeStruct(video_shape, jnp.uint8),
+               jax.ShapeDtypeStruct((b, generators[0].num_context), jnp.int32),
+               jax.ShapeDtypeStruct((b, generators[0].num_target), jnp.int32))
+    rng = jax.random.key(config.seed)
+    init_rng, step_rng = jax.random.split(rng)
+    abstract_state, state_shardings, init = train_state.create(
+        encoder, predictor, config.optim, example, mesh, init_rng)
+    n_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+    logging.info("%s parameters (encoder + predictor)", f"{n_params:,}")
+
+    # ---------------------------------------------------------------- compiled step
+    step_fn = objective.jit_train_step(encoder, predictor, generators, config.optim,
+                                       state_shardings, {"video": batch_sharding}, repl)
+
+    # ---------------------------------------------------------------- checkpoint: resume or init
+    mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+    meta = model_meta(config, generators)
+    latest = mngr.latest_step()
+    if latest is not None:
+        checkpoint.check_meta(checkpoint.read_meta(mngr, latest), meta, workdir)
+        state = checkpoint.restore(mngr, latest, abstract_state, state_shardings, data_iter)
+        logging.info("resumed from %s/checkpoints/%d", workdir, latest)
+    else:
+        state = init(init_rng)
+    start = int(jax.device_get(state.step))
+    writer = logger.MetricWriter(workdir, enabled=main_process, resume_step=start)
+
+    # ---------------------------------------------------------------- loop
+    stop = {"signal": None}
+    signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+    last_step = total_steps if not config.train.stop_after else min(
+        total_steps, start + config.train.stop_after)
+    bad_videos = seen_videos = 0
+    bar = tqdm.tqdm(total=total_steps, initial=start, disable=not main_process, unit="step",
+                    dynamic_ncols=True, mininterval=2.0)
+    tick, tick_step = time.perf_counter(), start
+    step = start
+    while step < last_step and stop["signal"] is None:
+        local = next(data_iter)
+        bad_videos += int(np.sum(local["skipped"]))
+        seen_videos += len(local["skipped"])
+        pipeline.check_skip_fraction(bad_videos, seen_videos, config.data.max_skip_fraction)
+        batch = {"video": jax.make_array_from_process_local_data(batch_sharding, local["video"])}
+        state, metrics = step_fn(state, batch, step_rng)
+        step += 1
+        bar.update(1)
+
+        if step % config.train.log_every == 0 or step == last_step:
+            metrics = jax.device_get(metrics)
+            now = time.perf_counter()
+            metrics["clips_per_s"] = (step - tick_step) * b / (now - tick)
+            metrics["bad_videos"] = bad_videos
+            tick, tick_step = now, step
+            writer.write(step, metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
+            if not np.isfinite(metrics["loss"]):
+                logging.warning("step %d: non-finite loss %s (update skipped)", step, metrics["loss"])
+            if metrics["skipped"] > config.train.max_skipped_steps:
+                checkpoint.save(mngr, state, data_iter, meta, force=True)
+                mngr.wait_until_finished()
+                raise FloatingPointError(
+                    f"step {step}: {int(metrics['skipped'])} steps had non-finite gradients "
+                    f"(limit train.max_skipped_steps={config.train.max_skipped_steps}); "
+                    "lower optim.lr or check the data. Last state saved.")
+        if step % config.train.checkpoint_every == 0:
+            checkpoint.save(mngr, state, data_iter, meta)
+    bar.close()
+
+    # ---------------------------------------------------------------- final save and plot
+    if mngr.latest_step() != step:
+        checkpoint.save(mngr, state, data_iter, meta, force=True)
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+    if stop["signal"] is not None:
+        logging.warning("received signal %d: saved step %d, exiting", stop["signal"], step)
+    if main_process:
+        logging.info("plot: %s", plot.plot(workdir))
+    return state
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.config is None or FLAGS.workdir is None:
+        raise app.UsageError("--config and --workdir are required")
+    distributed.initialize_from_flags()
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        run(FLAGS.config, FLAGS.workdir)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        logging.error("%s", e)
+        sys.exit(f"vjepa_jax.train: error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)
