@@ -11,7 +11,12 @@ STD = jnp.array([0.229, 0.224, 0.225], jnp.float32)
 
 
 def normalize(video):
-    """uint8 clips [..., 3] in 0..255 -> float32 normalised with ImageNet mean/std."""
+    """uint8 clips [..., 3] in 0..255 -> float32 normalised with ImageNet mean/std.
+
+    Float input is taken as already normalised (pipelines that normalise on the host).
+    """
+    if jnp.issubdtype(video.dtype, jnp.floating):
+        return video.astype(jnp.float32)
     return (video.astype(jnp.float32) / 255.0 - MEAN) / STD
 
 
@@ -39,14 +44,20 @@ def targets(encoder, target_params, video):
     return feature_layer_norm(raw), raw
 
 
-def loss_fn(params, encoder, predictor, video, masks, h):
-    """Mean over generators of the per-generator mean L1 error; returns (loss, per-generator losses)."""
+def loss_fn(params, target_params, encoder, predictor, video, masks):
+    """Mean over generators of the per-generator mean L1 error.
+
+    Returns (loss, (per-generator losses, raw target features)). Targets pass through
+    stop_gradient: no gradient ever reaches the target encoder.
+    """
+    h, raw = targets(encoder, target_params, video)
+    h = jax.lax.stop_gradient(h)
     losses = []
     for i, (ctx, tgt) in enumerate(masks):
         z = encoder.apply({"params": params["encoder"]}, video, ctx)
         pred = predictor.apply({"params": params["predictor"]}, z, ctx, tgt, i)
         losses.append(jnp.abs(pred - gather(h, tgt)).mean())
-    return sum(losses) / len(losses), losses
+    return sum(losses) / len(losses), (losses, jax.lax.stop_gradient(raw))
 
 
 def feature_std(x):
@@ -65,11 +76,8 @@ def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
     rng = jax.random.fold_in(rng, state.step)
     video = normalize(batch["video"])
     masks = sample_masks(generators, rng, video.shape[0])
-    h, raw = targets(encoder, state.target_params, video)
-    h = jax.lax.stop_gradient(h)
-
-    (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, encoder, predictor, video, masks, h)
+    (loss, (losses, raw)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.target_params, encoder, predictor, video, masks)
     finite = optim.all_finite(grads) & jnp.isfinite(loss)
     sched = optim.schedules(optim_cfg)(s)
     grads, norms = optim.clip_by_module(grads, optim_cfg.clip_grad, optim.clip_active(optim_cfg, s))

@@ -1,0 +1,51 @@
+"""Shared test helpers: load a config file the way the programs do, build a tiny model."""
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+
+from vjepa_jax import masks, objective, sharding, train_state
+from vjepa_jax.models import predictor as predictor_lib, vit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(relpath, arg=None):
+    """get_config(arg) of a config file under the repo root."""
+    path = os.path.join(ROOT, relpath)
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def smoke_config():
+    return load_config("configs/pretrain/demo.py", "smoke")
+
+
+def build(config, devices=1):
+    """(encoder, predictor, generators, state, jitted step, mesh) for a config on `devices` CPUs."""
+    config.mesh.update(data=devices, fsdp=1)
+    mesh = sharding.make_mesh(config.mesh)
+    encoder = vit.encoder_from_config(config.model)
+    generators = masks.generators_from_config(config)
+    predictor = predictor_lib.predictor_from_config(config.model, encoder.shape, len(generators))
+    s = encoder.shape
+    b = config.data.batch_size
+    example = (jax.ShapeDtypeStruct((b, s.num_frames, s.crop_size, s.crop_size, 3), jnp.uint8),
+               jax.ShapeDtypeStruct((b, generators[0].num_context), jnp.int32),
+               jax.ShapeDtypeStruct((b, generators[0].num_target), jnp.int32))
+    _, shardings, init = train_state.create(encoder, predictor, config.optim, example, mesh,
+                                            jax.random.key(0))
+    state = init(jax.random.key(config.seed))
+    step = objective.jit_train_step(encoder, predictor, generators, config.optim, shardings,
+                                    {"video": sharding.batch_sharding(mesh)}, sharding.replicated(mesh))
+    return encoder, predictor, generators, state, step, mesh
+
+
+def random_video(config, seed=0):
+    """A uint8 batch [B, T, S, S, 3] of noise."""
+    m = config.model
+    shape = (config.data.batch_size, m.num_frames, m.crop_size, m.crop_size, 3)
+    return jax.random.randint(jax.random.key(seed), shape, 0, 256).astype(jnp.uint8)

@@ -1,0 +1,183 @@
+"""AdamW with the reference LR / WD / EMA-momentum schedules, decay mask and per-module clipping.
+
+Everything here is a plain function that the jitted train step calls (VJEPA_SPEC §4.2, §4.4-4.7).
+Schedules are indexed by the 1-based update index s (s=1 for the first update), because the
+reference advances its schedulers before the first optimizer step.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+_KEYS = ("epochs", "ipe", "ipe_scale", "warmup", "start_lr", "lr", "final_lr", "weight_decay",
+         "final_weight_decay", "clip_grad", "ema", "betas", "eps")
+
+
+def _get(optim_cfg, key):
+    try:
+        return optim_cfg[key]
+    except (KeyError, AttributeError) as e:
+        raise ValueError(f"optim config is missing key 'optim.{key}'") from e
+
+
+def _read(optim_cfg):
+    """(values dict, warmup_steps, T_max, ema_steps) as the reference computes them, validated."""
+    cfg = {k: _get(optim_cfg, k) for k in _KEYS}
+    if cfg["ipe"] <= 0 or cfg["epochs"] <= 0 or cfg["ipe_scale"] <= 0:
+        raise ValueError(f"optim.ipe={cfg['ipe']}, optim.epochs={cfg['epochs']} and "
+                         f"optim.ipe_scale={cfg['ipe_scale']} must all be > 0")
+    if cfg["warmup"] < 0:
+        raise ValueError(f"optim.warmup={cfg['warmup']} must be >= 0")
+    warmup_steps = int(cfg["warmup"] * cfg["ipe"])
+    t_max = int(cfg["ipe_scale"] * cfg["epochs"] * cfg["ipe"])
+    if t_max <= warmup_steps:
+        raise ValueError(f"optim.warmup={cfg['warmup']} epochs ({warmup_steps} steps) must be "
+                         f"shorter than the schedule ipe_scale*epochs*ipe={t_max} steps")
+    if len(cfg["ema"]) != 2 or len(cfg["betas"]) != 2:
+        raise ValueError(f"optim.ema={cfg['ema']} and optim.betas={cfg['betas']} must be pairs")
+    # The momentum ramp divides by the unrounded float product, as the reference does.
+    ema_steps = cfg["ipe"] * cfg["epochs"] * cfg["ipe_scale"]
+    return cfg, warmup_steps, t_max, ema_steps
+
+
+def _half_cosine(remaining, length):
+    """0.5*(1 + cos(pi*(1 - remaining/length))) computed as sin^2 to stay float32-accurate.
+
+    The identity 0.5*(1+cos(pi*p)) = sin^2(pi/2*(1-p)) holds for every p; written this way the
+    small values near the end of the cosine keep full relative precision in float32.
+    """
+    return jnp.square(jnp.sin((0.5 * math.pi) * (remaining / length)))
+
+
+def schedules(optim_cfg):
+    """Return f(s) -> {'lr', 'wd', 'momentum'} float32 of s's shape; s = 1-based update index."""
+    cfg, warmup_steps, t_max, ema_steps = _read(optim_cfg)
+    start_lr, ref_lr, final_lr = (float(cfg[k]) for k in ("start_lr", "lr", "final_lr"))
+    ref_wd, final_wd = float(cfg["weight_decay"]), float(cfg["final_weight_decay"])
+    ema0, ema1 = (float(v) for v in cfg["ema"])
+    # The reference's momentum generator holds int(ema_steps)+1 values; past that it would stop,
+    # so the index is held at its last value instead of ramping beyond ema1.
+    last_ema_index = int(ema_steps)
+
+    def at(step):
+        s = jnp.asarray(step).astype(jnp.int32)
+        f32 = lambda x: jnp.asarray(x).astype(jnp.float32)  # integers below 2**24 are exact
+
+        warm = start_lr + (f32(s) / max(1, warmup_steps)) * (ref_lr - start_lr)
+        cos_lr = _half_cosine(f32(t_max - s), float(t_max - warmup_steps))
+        cos_lr = jnp.maximum(final_lr, final_lr + (ref_lr - final_lr) * cos_lr)
+        lr = jnp.where(s < warmup_steps, warm, cos_lr)
+
+        wd = final_wd + (ref_wd - final_wd) * _half_cosine(f32(t_max - s), float(t_max))
+        wd = jnp.maximum(final_wd, wd) if final_wd <= ref_wd else jnp.minimum(final_wd, wd)
+
+        # The s-th update consumes the (s-1)-th value of the ramp: exactly ema0 for s=1.
+        i = f32(jnp.clip(s - 1, 0, last_ema_index))
+        momentum = ema0 + i * ((ema1 - ema0) / ema_steps)
+        return {"lr": lr.astype(jnp.float32), "wd": wd.astype(jnp.float32),
+                "momentum": momentum.astype(jnp.float32)}
+
+    return at
+
+
+def _path_name(path):
+    """'encoder/blocks_0/attn/qkv/bias' for a jax key path."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def decay_mask(params):
+    """Pytree of bools shaped like params: True = decayed (ndim >= 2, no 'bias' in the path)."""
+    # Same rule as the reference's param groups: biases and LayerNorm scales are excluded, while
+    # conv/dense kernels and the 3-D predictor mask tokens are decayed. Leaves may be arrays or
+    # jax.ShapeDtypeStruct, so only `.shape` is read.
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: len(x.shape) > 1 and "bias" not in _path_name(path), params)
+
+
+def make_optimizer(optim_cfg, params):
+    """AdamW (torch semantics, decoupled decay on decay_mask(params)) with injectable lr and wd."""
+    cfg = _read(optim_cfg)[0]
+    b1, b2 = (float(b) for b in cfg["betas"])
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0) or cfg["eps"] <= 0:
+        raise ValueError(f"optim.betas={tuple(cfg['betas'])} must lie in [0, 1) and "
+                         f"optim.eps={cfg['eps']} must be > 0")
+    # optax.adamw applies p <- p - lr*(adam + wd*p), which equals torch's p*(1-lr*wd) then the Adam
+    # step. lr and wd are placeholders here: the train step writes them with `set_hyperparams`.
+    return optax.inject_hyperparams(optax.adamw, hyperparam_dtype=jnp.float32)(
+        learning_rate=float(cfg["start_lr"]), b1=b1, b2=b2, eps=float(cfg["eps"]),
+        weight_decay=float(cfg["weight_decay"]), mask=decay_mask(params))
+
+
+def set_hyperparams(opt_state, lr, wd):
+    """opt_state with scalar learning_rate=lr and weight_decay=wd for the next `tx.update`."""
+    if not hasattr(opt_state, "hyperparams"):
+        raise ValueError(f"set_hyperparams needs the state of `make_optimizer`'s optimizer, "
+                         f"got {type(opt_state).__name__}")
+    hp = dict(opt_state.hyperparams)
+    # Keep the stored dtype so the optimizer state's structure and dtypes never change.
+    hp["learning_rate"] = jnp.asarray(lr).astype(hp["learning_rate"].dtype)
+    hp["weight_decay"] = jnp.asarray(wd).astype(hp["weight_decay"].dtype)
+    return opt_state._replace(hyperparams=hp)
+
+
+def _global_norm(tree):
+    """Scalar float32 L2 norm over every leaf of tree."""
+    squares = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)]
+    return jnp.sqrt(sum(squares, jnp.zeros((), jnp.float32)))
+
+
+def clip_by_module(grads, max_norm, active):
+    """Clip each top-level module of grads to L2 norm max_norm when active; return (grads, norms).
+
+    norms maps each top-level key ('encoder', 'predictor') to its scalar pre-clip norm. As in
+    torch's clip_grad_norm_, the scale is min(1, max_norm / (norm + 1e-6)). max_norm None: no clip.
+    """
+    if not hasattr(grads, "keys"):
+        raise ValueError(f"clip_by_module expects a dict of modules, got {type(grads).__name__}")
+    clipped, norms = {}, {}
+    for name in grads.keys():
+        norm = _global_norm(grads[name])
+        norms[name] = norm
+        if max_norm is None:
+            clipped[name] = grads[name]
+            continue
+        scale = jnp.where(active, jnp.minimum(1.0, max_norm / (norm + 1e-6)), 1.0)
+        clipped[name] = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grads[name])
+    if type(grads) is not dict:
+        clipped = type(grads)(clipped)
+    return clipped, norms
+
+
+def clip_active(optim_cfg, step):
+    """Bool array of step's shape: clip once the 0-based epoch (s-1)//ipe exceeds optim.warmup."""
+    cfg = _read(optim_cfg)[0]
+    clip_grad = cfg["clip_grad"]
+    if clip_grad is None or clip_grad == 0:
+        return jnp.zeros(jnp.shape(step), bool)  # the reference clips only when clip_grad is set
+    if clip_grad < 0:
+        raise ValueError(f"optim.clip_grad={clip_grad} must be > 0 (or 0/None to disable clipping)")
+    epoch = (jnp.asarray(step).astype(jnp.int32) - 1) // int(cfg["ipe"])
+    return epoch > cfg["warmup"]
+
+
+def ema_update(target, online, momentum):
+    """Per leaf: momentum*target + (1-momentum)*online in float32, cast back to target's dtype."""
+    m = jnp.asarray(momentum, jnp.float32)
+    return jax.tree.map(
+        lambda t, o: (m * t.astype(jnp.float32) + (1.0 - m) * o.astype(jnp.float32)
+                      ).astype(t.dtype), target, online)
+
+
+def all_finite(tree):
+    """Scalar bool: True when no leaf of tree holds a NaN or an Inf (True for an empty tree)."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.stack(flags).all() if flags else jnp.asarray(True)
