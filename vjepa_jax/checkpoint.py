@@ -5,6 +5,9 @@ directory appears only once complete), so a run killed at any point resumes from
 complete checkpoint. Restores take target shardings, so a checkpoint written on one mesh
 restores onto another.
 """
+import logging
+import os
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -43,9 +46,8 @@ def read_meta(mngr, step):
     return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
-def check_meta(saved, current, where):
-    """Raise CheckpointMismatch naming every key whose value differs between checkpoint and config."""
-    keys = sorted(set(saved) | set(current))
+def check_meta(saved, current, where, keys):
+    """Raise CheckpointMismatch naming every entry of `keys` that differs between checkpoint and config."""
     diffs = [f"  {k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
              for k in keys if saved.get(k) != current.get(k)]
     if diffs:
@@ -60,6 +62,10 @@ def restore(mngr, step, state, shardings, data_iter=None):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
     target = jax.tree.map(abstract, state_dict(state), state_dict(shardings))
     items = {"state": ocp.args.StandardRestore(target)}
+    if data_iter is not None and not os.path.isdir(os.path.join(str(mngr.directory), str(step), "data")):
+        logging.warning("checkpoint %d has no data-iterator state (an imported checkpoint?): "
+                        "the data starts from the beginning", step)
+        data_iter = None
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = mngr.restore(step, args=ocp.args.Composite(**items))["state"]

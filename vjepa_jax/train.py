@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from vjepa_jax import checkpoint, config as config_lib, distributed, logger, masks, objective
@@ -30,6 +31,7 @@ config_flags.DEFINE_config_file("config", None, "Config file (configs/pretrain/*
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
 distributed.define_flags()
 FLAGS = flags.FLAGS
+log = logging.getLogger("vjepa_jax")
 
 
 def prepare_workdir(path):
@@ -46,9 +48,10 @@ def prepare_workdir(path):
 
 
 def model_meta(config, generators):
-    """What a checkpoint must agree with to be resumed by this config."""
+    """Stored with every checkpoint: the model and masks it must agree with, and the full config."""
     return {"model": config.model.to_dict(), "masks": [
-        {"kind": g.kind, "num_context": g.num_context, "num_target": g.num_target} for g in generators]}
+        {"kind": g.kind, "num_context": g.num_context, "num_target": g.num_target} for g in generators],
+        "config": config.to_json()}
 
 
 def run(config, workdir):
@@ -56,7 +59,7 @@ def run(config, workdir):
     config_lib.validate(config)
     workdir = prepare_workdir(workdir)
     main_process = jax.process_index() == 0
-    logging.info("jax %s, %d processes, %d devices (%s)", jax.__version__, jax.process_count(),
+    log.info("jax %s, %d processes, %d devices (%s)", jax.__version__, jax.process_count(),
                  jax.device_count(), jax.devices()[0].platform)
 
     # ---------------------------------------------------------------- mesh
@@ -71,7 +74,7 @@ def run(config, workdir):
     predictor = predictor_lib.predictor_from_config(config.model, shape, len(generators))
     total_steps = config.optim.epochs * config.optim.ipe
     for i, g in enumerate(generators):
-        logging.info("mask %d (%s): %d context + %d target of %d tokens", i, g.kind,
+        log.info("mask %d (%s): %d context + %d target of %d tokens", i, g.kind,
                      g.num_context, g.num_target, shape.num_tokens)
 
     # ---------------------------------------------------------------- data
@@ -90,7 +93,7 @@ def run(config, workdir):
     abstract_state, state_shardings, init = train_state.create(
         encoder, predictor, config.optim, example, mesh, init_rng)
     n_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
-    logging.info("%s parameters (encoder + predictor)", f"{n_params:,}")
+    log.info("%s parameters (encoder + predictor)", f"{n_params:,}")
 
     # ---------------------------------------------------------------- compiled step
     step_fn = objective.jit_train_step(encoder, predictor, generators, config.optim,
@@ -101,9 +104,10 @@ def run(config, workdir):
     meta = model_meta(config, generators)
     latest = mngr.latest_step()
     if latest is not None:
-        checkpoint.check_meta(checkpoint.read_meta(mngr, latest), meta, workdir)
+        checkpoint.check_meta(checkpoint.read_meta(mngr, latest), meta, workdir,
+                              keys=("model", "masks"))
         state = checkpoint.restore(mngr, latest, abstract_state, state_shardings, data_iter)
-        logging.info("resumed from %s/checkpoints/%d", workdir, latest)
+        log.info("resumed from %s/checkpoints/%d", workdir, latest)
     else:
         state = init(init_rng)
     start = int(jax.device_get(state.step))
@@ -138,7 +142,7 @@ def run(config, workdir):
             writer.write(step, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
             if not np.isfinite(metrics["loss"]):
-                logging.warning("step %d: non-finite loss %s (update skipped)", step, metrics["loss"])
+                log.warning("step %d: non-finite loss %s (update skipped)", step, metrics["loss"])
             if metrics["skipped"] > config.train.max_skipped_steps:
                 checkpoint.save(mngr, state, data_iter, meta, force=True)
                 mngr.wait_until_finished()
@@ -157,9 +161,9 @@ def run(config, workdir):
     mngr.close()
     writer.close()
     if stop["signal"] is not None:
-        logging.warning("received signal %d: saved step %d, exiting", stop["signal"], step)
+        log.warning("received signal %d: saved step %d, exiting", stop["signal"], step)
     if main_process:
-        logging.info("plot: %s", plot.plot(workdir))
+        log.info("plot: %s", plot.plot(workdir))
     return state
 
 
@@ -169,11 +173,12 @@ def main(argv):
     if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError("--config and --workdir are required")
     distributed.initialize_from_flags()
-    logging.getLogger().setLevel(logging.INFO)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
+    log.setLevel(logging.INFO)
     try:
         run(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        logging.error("%s", e)
+    except (ValueError, FileNotFoundError, FloatingPointError, pipeline.TooManySkippedVideos) as e:
+        log.error("%s", e)
         sys.exit(f"vjepa_jax.train: error: {e}")
 
 

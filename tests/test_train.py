@@ -1,0 +1,116 @@
+"""The training program: artifacts, exact resume, pre-emption, and clear errors for bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from common import ROOT, smoke_config
+from vjepa_jax import checkpoint, logger, train
+
+SMOKE = "configs/pretrain/demo.py:smoke"
+
+
+def cli(*args, timeout=300):
+    """Run `python -m vjepa_jax.train ARGS`; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "vjepa_jax.train", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def losses(workdir):
+    return {r["step"]: r["loss"] for r in logger.read(workdir)}
+
+
+def test_demo_run_writes_artifacts_and_resumes_exactly(tmp_path):
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    train.run(smoke_config(), straight)
+    assert sorted(os.listdir(os.path.join(straight, "checkpoints"))) == ["3", "6"]
+    assert os.listdir(os.path.join(straight, "tensorboard"))
+    assert os.path.getsize(os.path.join(straight, "metrics.png")) > 10_000
+    full = losses(straight)
+    assert sorted(full) == [1, 2, 3, 4, 5, 6]
+    assert full[6] < full[1]  # the loss drops even in 6 smoke steps
+
+    # Interrupted after 3 steps (as a pre-empted job would be), then resumed from the workdir.
+    config = smoke_config()
+    config.train.stop_after = 3
+    train.run(config, split)
+    assert sorted(losses(split)) == [1, 2, 3]
+    train.run(smoke_config(), split)
+    resumed = losses(split)
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([resumed[s] for s in range(1, 7)], [full[s] for s in range(1, 7)],
+                               rtol=1e-6)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-m", "vjepa_jax.train", "--config", SMOKE,
+                             "--workdir", workdir, "--config.optim.epochs=100"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 240
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+        assert proc.poll() is None and time.time() < deadline, "training did not start"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "received signal" in out
+    steps = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))]
+    assert steps and max(steps) < 300  # saved where it stopped, long before the end
+
+
+def test_unknown_config_file_is_reported():
+    r = cli("--config", "configs/pretrain/nope.py", "--workdir", "/tmp/unused")
+    assert r.returncode != 0
+    assert "nope.py" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_override_key_is_reported():
+    r = cli("--config", SMOKE, "--workdir", "/tmp/unused", "--config.model.widht=3")
+    assert r.returncode != 0
+    assert "widht" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wrong_override_type_is_reported():
+    r = cli("--config", SMOKE, "--workdir", "/tmp/unused", "--config.data.batch_size=many")
+    assert r.returncode != 0
+    assert "batch_size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_config_value_is_reported(tmp_path):
+    r = cli("--config", SMOKE, "--workdir", str(tmp_path), "--config.data.source=youtube")
+    assert r.returncode != 0
+    assert "data.source" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unwritable_workdir_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = cli("--config", SMOKE, "--workdir", str(blocker / "run"))
+    assert r.returncode != 0
+    assert "not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_checkpoint_of_a_different_model_is_refused_and_kept(tmp_path):
+    workdir = str(tmp_path)
+    config = smoke_config()
+    config.train.stop_after = 1
+    train.run(config, workdir)
+    ckpt = os.path.join(workdir, "checkpoints")
+    before = {f: os.path.getmtime(os.path.join(ckpt, f)) for f in os.listdir(ckpt)}
+    r = cli("--config", SMOKE, "--workdir", workdir, "--config.model.depth=3")
+    assert r.returncode != 0
+    assert "different model" in r.stderr and "depth" in r.stderr and "Traceback" not in r.stderr
+    assert {f: os.path.getmtime(os.path.join(ckpt, f)) for f in os.listdir(ckpt)} == before
+
+
+def test_check_meta_names_each_difference():
+    with pytest.raises(checkpoint.CheckpointMismatch, match="masks"):
+        checkpoint.check_meta({"model": 1, "masks": [1]}, {"model": 1, "masks": [2]}, "DIR",
+                              keys=("model", "masks"))
