@@ -1,0 +1,69 @@
+"""PyAV decoding: requested frames in order, truncated files, unusable files, duration step."""
+import av
+import numpy as np
+import pytest
+
+from vjepa_jax.data import video
+from vjepa_jax.data.synthetic import SyntheticVideos, write_mp4
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return SyntheticVideos(1, 48, 32, 32, seed=2)[0]["video"]
+
+
+def _decode_all(path):
+    with av.open(path) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_decode_frames_returns_requested_frames_in_order(tmp_path, frames):
+    path = str(tmp_path / "a.mp4")
+    write_mp4(path, frames, fps=24)
+    assert video.count_frames(path) == (48, 24.0)
+    everything = _decode_all(path)
+    got = video.decode_frames(path, [7, 3, 3, 40], threads=1)
+    np.testing.assert_array_equal(got, everything[[7, 3, 3, 40]])
+    clips = video.load_clips(path, np.random.default_rng(0), frames_per_clip=4, frame_step=2,
+                             num_clips=2)
+    assert clips.shape == (2, 4, 32, 32, 3)
+
+
+def test_truncated_file_with_header_first_uses_decodable_frames(tmp_path, frames):
+    # faststart puts the frame table first, so a cut file still claims 48 frames.
+    path = str(tmp_path / "fs.mp4")
+    with av.open(path, "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    data = open(path, "rb").read()
+    cut = str(tmp_path / "cut.mp4")
+    open(cut, "wb").write(data[:int(len(data) * 0.6)])
+    assert video.count_frames(cut)[0] == 48
+    with pytest.raises(video.VideoError, match="video ended before frame"):
+        video.decode_frames(cut, [47])
+    clips = video.load_clips(cut, np.random.default_rng(0), frames_per_clip=8, frame_step=4)
+    assert clips.shape == (1, 8, 32, 32, 3)
+
+
+def test_unusable_files_raise_video_error(tmp_path):
+    with pytest.raises(video.VideoError, match="missing file"):
+        video.count_frames(str(tmp_path / "nope.mp4"))
+    small = tmp_path / "small.mp4"
+    small.write_bytes(b"x" * 100)
+    with pytest.raises(video.VideoError, match="too small"):
+        video.count_frames(str(small))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(video.VideoError, match="cannot open"):
+        video.count_frames(str(junk))
+
+
+def test_frame_step_from_duration():
+    assert video.frame_step_for(16, 4) == 4
+    assert video.frame_step_for(16, 4, duration=2.0, fps=30.0) == 3  # int(2 * 30 / 16)
+    with pytest.raises(video.VideoError, match="frame rate"):
+        video.frame_step_for(16, 4, duration=2.0, fps=0.0)

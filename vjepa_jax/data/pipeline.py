@@ -1,0 +1,252 @@
+"""Grain input pipeline: index -> shuffle -> repeat -> decode+sample+augment -> host slice -> batch.
+
+Batches are LOCAL to this process and stay uint8 until the device:
+  train: {'video': uint8 [B_local, T, S, S, 3], 'label': int32 [B_local],
+          'skipped': int32 [B_local]}
+  eval:  {'video': uint8 [B_local, segments, views, T, S, S, 3], 'label', 'skipped',
+          'valid': int32 [B_local]} (padding examples have valid 0, so every host gets as many
+          batches of the same shape).
+Unusable videos are skipped: the next entry of the same index file is taken instead (fixed order,
+so runs are reproducible), `skipped` counts how many were passed over for each example, and the
+path and reason are logged with `logging.warning`.
+"""
+import logging
+import math
+
+import grain
+import numpy as np
+
+from vjepa_jax.data import index as index_lib
+from vjepa_jax.data import transforms
+from vjepa_jax.data import video as video_lib
+from vjepa_jax.data.synthetic import SyntheticVideos
+
+_log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_SKIPS = 64  # more unusable videos in a row than this means a broken dataset
+MIN_VIDEOS_FOR_SKIP_CHECK = 1000  # too few videos for a meaningful fraction before this
+
+
+class TooManySkippedVideos(RuntimeError):
+    """More than data.max_skip_fraction of the videos were unusable."""
+
+
+def check_skip_fraction(total_skipped, total_seen, limit, *, min_videos=MIN_VIDEOS_FOR_SKIP_CHECK):
+    """Raise TooManySkippedVideos when skipped / (skipped + seen) > limit (after min_videos)."""
+    attempted = int(total_skipped) + int(total_seen)
+    if attempted < min_videos or attempted == 0:
+        return
+    fraction = total_skipped / attempted
+    if fraction > limit:
+        raise TooManySkippedVideos(
+            f"{int(total_skipped)} of {attempted} videos ({fraction:.2%}) were unusable, more "
+            f"than data.max_skip_fraction={limit}; the warnings above name each file and reason. "
+            "Run `python -m vjepa_jax.data.check INDEX...` to list every problem.")
+
+
+# ----------------------------------------------------------------------------- clip sources
+# A clip source maps an entry number to (clips uint8 [num_clips, T, H, W, 3], label) and raises
+# video_lib.VideoError for an unusable entry. `ranges` lists the [start, stop) entry ranges of its
+# parts (index files), which is where a skipped entry's replacement is taken from.
+
+class VideoFileClips:
+    """Clips decoded from the video files of an index (CSV / npy)."""
+
+    def __init__(self, video_index, *, frames_per_clip, frame_step, duration, num_clips,
+                 allow_overlap, threads=0):
+        self.paths = video_index.paths
+        self.labels = video_index.labels
+        self.ranges = [video_index.file_range(d) for d in range(len(video_index.files))]
+        self.weights = video_index.weights
+        self.kwargs = dict(frames_per_clip=frames_per_clip, frame_step=frame_step,
+                           duration=duration, num_clips=num_clips, allow_overlap=allow_overlap,
+                           threads=threads)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def name(self, i):
+        return self.paths[i]
+
+    def load(self, i, rng):
+        return video_lib.load_clips(self.paths[i], rng, **self.kwargs), int(self.labels[i])
+
+
+class SyntheticClips:
+    """Generated clips (no files): each video is num_clips * T frames at the crop size."""
+
+    def __init__(self, num_videos, *, frames_per_clip, num_clips, size, seed):
+        self.videos = SyntheticVideos(num_videos, frames_per_clip * num_clips, size, size, seed)
+        self.num_clips = num_clips
+        self.ranges = [(0, num_videos)]
+        self.weights = ()
+
+    def __len__(self):
+        return len(self.videos)
+
+    def name(self, i):
+        return f"synthetic[{i}]"
+
+    def load(self, i, rng):
+        item = self.videos[i]
+        v = item["video"]
+        return v.reshape(self.num_clips, -1, *v.shape[1:]), int(item["label"])
+
+
+# ----------------------------------------------------------------------------- per-example map
+class LoadExample:
+    """Grain random_map: entry number -> augmented example dict; skips unusable entries."""
+
+    def __init__(self, source, *, train, frames, size, scale, ratio, hflip, num_clips, num_views):
+        self.source = source
+        self.train = train
+        self.frames = frames
+        self.size = size
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.hflip = hflip
+        self.num_clips = num_clips
+        self.num_views = num_views
+        self._range_of = np.zeros(len(source), np.int32)
+        for d, (start, stop) in enumerate(source.ranges):
+            self._range_of[start:stop] = d
+
+    def _replacement(self, i):
+        start, stop = self.source.ranges[self._range_of[i]]
+        return start + (i - start + 1) % (stop - start)
+
+    def __call__(self, entry, rng):
+        entry = int(entry)
+        if entry < 0:  # eval padding
+            return self._padding()
+        i, skipped = entry, 0
+        while True:
+            try:
+                clips, label = self.source.load(i, rng)
+                break
+            except video_lib.VideoError as e:
+                _log.warning("skipping unusable video %s: %s", self.source.name(i), e)
+                skipped += 1
+                start, stop = self.source.ranges[self._range_of[i]]
+                if skipped >= min(MAX_CONSECUTIVE_SKIPS, stop - start):
+                    raise TooManySkippedVideos(
+                        f"{skipped} unusable videos in a row starting at "
+                        f"{self.source.name(entry)}; last: {self.source.name(i)}: {e}") from e
+                i = self._replacement(i)
+        if self.train:
+            video = transforms.pretrain_transform(clips[0], rng, self.size, self.scale,
+                                                  self.ratio, self.hflip)
+            return {"video": video, "label": np.int32(label), "skipped": np.int32(skipped)}
+        video = np.stack([transforms.eval_views(c, self.size, self.num_views) for c in clips])
+        return {"video": video, "label": np.int32(label), "skipped": np.int32(skipped),
+                "valid": np.int32(1)}
+
+    def _padding(self):
+        shape = (self.num_clips, self.num_views, self.frames, self.size, self.size, 3)
+        return {"video": np.zeros(shape, np.uint8), "label": np.int32(0),
+                "skipped": np.int32(0), "valid": np.int32(0)}
+
+
+# ----------------------------------------------------------------------------- assembly
+def make_source(config, *, train=True):
+    """The clip source named by config.data.source ('csv' | 'synthetic' | 'tfds')."""
+    d = config.data
+    num_clips = int(d.num_clips)
+    if d.source == "csv":
+        # FFmpeg threads only help when no worker processes already use the cores.
+        threads = int(d.get("decode_threads", 0)) or (1 if d.num_workers > 0 else 0)
+        return VideoFileClips(index_lib.read_index(list(d.index), list(d.weights)),
+                              frames_per_clip=config.model.num_frames, frame_step=d.frame_step,
+                              duration=d.duration, num_clips=num_clips, allow_overlap=not train,
+                              threads=threads)
+    if d.source == "synthetic":
+        return SyntheticClips(d.synthetic_size, frames_per_clip=config.model.num_frames,
+                              num_clips=num_clips, size=config.model.crop_size, seed=config.seed)
+    if d.source == "tfds":
+        from vjepa_jax.data import tfds as tfds_lib
+
+        return tfds_lib.TfdsClips(d.tfds_name, d.tfds_split, data_dir=d.get("tfds_data_dir", ""),
+                                  frames_per_clip=config.model.num_frames,
+                                  frame_step=d.frame_step, num_clips=num_clips,
+                                  allow_overlap=not train,
+                                  video_key=d.get("tfds_video_key", ""),
+                                  label_key=d.get("tfds_label_key", "label"))
+    raise ValueError(f"config.data.source={d.source!r}: expected 'csv', 'synthetic' or 'tfds'")
+
+
+def example_loader(config, source, *, train=True):
+    """The per-example function (entry number, rng) -> example dict that make_dataset maps."""
+    d = config.data
+    return LoadExample(source, train=train, frames=int(config.model.num_frames),
+                       size=int(config.model.crop_size), scale=d.random_resize_scale,
+                       ratio=d.random_resize_aspect_ratio, hflip=bool(d.hflip),
+                       num_clips=int(d.num_clips), num_views=int(d.get("num_views", 3)))
+
+
+def _shuffled_entries(source, seed):
+    """Infinite MapDataset of entry numbers: reshuffled every epoch, weighted across parts."""
+    if not source.weights:
+        return grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
+    # One shuffled, repeated stream per index file, interleaved in proportion to the weights:
+    # the share of samples from file d is w_d / sum(w), i.e. per-sample weight w_d / n_d.
+    parts = [grain.MapDataset.range(start, stop).seed(seed + d).shuffle().repeat()
+             for d, (start, stop) in enumerate(source.ranges)]
+    return grain.MapDataset.mix(parts, list(source.weights))
+
+
+def make_dataset(config, *, train=True, process_index=0, process_count=1, source=None):
+    """grain.IterDataset of LOCAL batches (see module docstring); iterate it with iter()."""
+    d = config.data
+    if d.batch_size % process_count:
+        raise ValueError(f"config.data.batch_size={d.batch_size} is not divisible by the "
+                         f"process count {process_count}")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} outside [0, {process_count})")
+    if train and d.num_clips != 1:
+        raise ValueError(f"config.data.num_clips={d.num_clips}: pretraining supports 1 clip "
+                         "per video")
+    local_batch = d.batch_size // process_count
+    source = make_source(config, train=train) if source is None else source
+    load = example_loader(config, source, train=train)
+
+    if train:
+        ds = _shuffled_entries(source, config.seed)
+    else:
+        # One pass in index order, padded so every host gets the same number of full batches.
+        total = math.ceil(len(source) / d.batch_size) * d.batch_size
+        ds = grain.MapDataset.range(total).map(_PadTo(len(source))).seed(config.seed)
+    # random_map before the host slice: each example's randomness depends on its global position.
+    ds = ds.random_map(load)
+    ds = ds[process_index::process_count]
+    # Batch before the workers: whole batches are the unit of work, so batches are the same for
+    # any number of workers (0 in a notebook, 16 on a GPU host).
+    ds = ds.batch(local_batch, drop_remainder=True)
+    # Grain's defaults (16 threads, 500 elements read ahead) would hold 500 batches; read ahead
+    # `prefetch` batches, with threads only where there are no worker processes.
+    threads = int(d.get("read_threads", 0)) or (1 if d.num_workers > 0 else 4)
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                              prefetch_buffer_size=max(1, int(d.prefetch))))
+    if d.num_workers > 0:
+        _ensure_flags_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=int(d.num_workers), per_worker_buffer_size=max(1, int(d.prefetch))))
+    return ds
+
+
+def _ensure_flags_parsed():
+    # Grain's worker processes read absl flags; outside an absl app (notebooks, pytest) nothing
+    # has parsed them, so accept the defaults as the reference Grain examples do.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class _PadTo:
+    """Entry numbers >= n become -1 (padding)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self, i):
+        return i if i < self.n else -1
