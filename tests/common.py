@@ -5,8 +5,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from vjepa_jax import masks, objective, sharding, train_state
-from vjepa_jax.models import predictor as predictor_lib, vit
+from vjepa_jax import model, objective, sharding, train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,15 +27,10 @@ def build(config, devices=1):
     """(encoder, predictor, generators, state, jitted step, mesh) for a config on `devices` CPUs."""
     config.mesh.update(data=devices, fsdp=1)
     mesh = sharding.make_mesh(config.mesh)
-    encoder = vit.encoder_from_config(config.model)
-    generators = masks.generators_from_config(config)
-    predictor = predictor_lib.predictor_from_config(config.model, encoder.shape, len(generators))
-    s = encoder.shape
-    b = config.data.batch_size
-    example = (jax.ShapeDtypeStruct((b, s.num_frames, s.crop_size, s.crop_size, 3), jnp.uint8),
-               jax.ShapeDtypeStruct((b, generators[0].num_context), jnp.int32),
-               jax.ShapeDtypeStruct((b, generators[0].num_target), jnp.int32))
-    _, shardings, init = train_state.create(encoder, predictor, config.optim, example, mesh,
+    vjepa = model.build(config)
+    encoder, predictor, generators = vjepa.encoder, vjepa.predictor, vjepa.generators
+    _, shardings, init = train_state.create(encoder, predictor, config.optim,
+                                            vjepa.example(config.data.batch_size), mesh,
                                             jax.random.key(0))
     state = init(jax.random.key(config.seed))
     step = objective.jit_train_step(encoder, predictor, generators, config.optim, shardings,

@@ -1,5 +1,9 @@
 """Default pretraining config (the reference ViT-L/16 recipe) and config validation."""
+import os
+import sys
+
 import ml_collections
+from absl import app, flags
 
 
 def mask_config(num_blocks, spatial_scale, *, kind="multiblock"):
@@ -65,6 +69,12 @@ def base_config():
         hflip=True,
         max_skip_fraction=0.01,  # stop if more than this fraction of videos is unreadable
         synthetic_size=4096,  # number of generated videos when source='synthetic'
+        num_views=3,  # evaluation: spatial views per clip
+        read_threads=0,  # Grain read threads (0: Grain's default)
+        decode_threads=0,  # PyAV decode threads per video (0: FFmpeg's choice)
+        tfds_data_dir="",
+        tfds_video_key="",  # feature holding the frames ('' : auto-detect)
+        tfds_label_key="label",
     ))
 
     c.optim = ml_collections.ConfigDict(dict(
@@ -122,3 +132,31 @@ def validate(c):
     _check(c.data.num_workers >= 0, "data.num_workers", c.data.num_workers, ">= 0")
     for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
         _check(c.train[key] > 0, f"train.{key}", c.train[key], "a positive integer")
+
+
+def run_program(main, program, argv=None):
+    """absl app.run(main), with config-file and --config.* override errors reported in one line."""
+    argv = sys.argv if argv is None else argv
+    exit_if_config_file_missing(argv, program)
+    try:
+        remaining = flags.FLAGS(argv)  # parse here so a bad override is not a traceback from absl
+    except AttributeError as e:  # ml_collections: an override names a key the config lacks
+        detail = str(e).strip("'\"").replace("\\'", "'").replace("\\n", " ")
+        sys.exit(f"{program}: error: unknown config key in an override: {detail}")
+    except (flags.Error, KeyError, TypeError, ValueError) as e:
+        sys.exit(f"{program}: error: {e}")
+    app.run(main, argv=argv, flags_parser=lambda _: remaining)
+
+
+def exit_if_config_file_missing(argv, program):
+    """Exit with one line when --config names no file (ml_collections would print a traceback)."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        path = value.split(":", 1)[0]
+        if not os.path.isfile(path):
+            sys.exit(f"{program}: error: config file {path} not found (from --config {value})")

@@ -14,22 +14,16 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from vjepa_jax import checkpoint, config as config_lib, distributed, logger, masks, objective
-from vjepa_jax import plot, sharding, train_state
+from vjepa_jax import checkpoint, config as config_lib, distributed, logger, model as model_lib
+from vjepa_jax import objective, plot, sharding, train_state
 from vjepa_jax.data import pipeline
-from vjepa_jax.models import predictor as predictor_lib, vit
 
-config_flags.DEFINE_config_file("config", None, "Config file (configs/pretrain/*.py).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
-distributed.define_flags()
 FLAGS = flags.FLAGS
 log = logging.getLogger("vjepa_jax")
 
@@ -68,10 +62,9 @@ def run(config, workdir):
     batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
 
     # ---------------------------------------------------------------- model, masks, optimizer
-    encoder = vit.encoder_from_config(config.model)
+    vjepa = model_lib.build(config)
+    encoder, predictor, generators = vjepa.encoder, vjepa.predictor, vjepa.generators
     shape = encoder.shape
-    generators = masks.generators_from_config(config)
-    predictor = predictor_lib.predictor_from_config(config.model, shape, len(generators))
     total_steps = config.optim.epochs * config.optim.ipe
     for i, g in enumerate(generators):
         log.info("mask %d (%s): %d context + %d target of %d tokens", i, g.kind,
@@ -84,14 +77,10 @@ def run(config, workdir):
 
     # ---------------------------------------------------------------- shapes first, then state
     b = config.data.batch_size
-    video_shape = (b, shape.num_frames, shape.crop_size, shape.crop_size, 3)
-    example = (jax.ShapeDtypeStruct(video_shape, jnp.uint8),
-               jax.ShapeDtypeStruct((b, generators[0].num_context), jnp.int32),
-               jax.ShapeDtypeStruct((b, generators[0].num_target), jnp.int32))
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
     abstract_state, state_shardings, init = train_state.create(
-        encoder, predictor, config.optim, example, mesh, init_rng)
+        encoder, predictor, config.optim, vjepa.example(b), mesh, init_rng)
     n_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
     log.info("%s parameters (encoder + predictor)", f"{n_params:,}")
 
@@ -182,5 +171,14 @@ def main(argv):
         sys.exit(f"vjepa_jax.train: error: {e}")
 
 
+def define_flags():
+    """Program flags; defined only when run as a program so modules can be imported together."""
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/pretrain/*.py).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
+    distributed.define_flags()
+
+
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    config_lib.run_program(main, "vjepa_jax.train")
