@@ -224,8 +224,9 @@ def make_dataset(config, *, train=True, process_index=0, process_count=1, source
     # Grain's defaults (16 threads, 500 elements read ahead) would hold 500 batches; read ahead
     # `prefetch` batches, with threads only where there are no worker processes.
     threads = int(d.get("read_threads", 0)) or (1 if d.num_workers > 0 else 4)
+    # Grain warns (and may later refuse) when fewer batches are buffered than threads read.
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                              prefetch_buffer_size=max(1, int(d.prefetch))))
+                                              prefetch_buffer_size=max(threads, int(d.prefetch))))
     if d.num_workers > 0:
         _ensure_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(
