@@ -1,22 +1,17 @@
 """Shared test helpers: load a config file the way the programs do, build a tiny model."""
-import importlib.util
 import os
 
 import jax
 import jax.numpy as jnp
 
-from vjepa_jax import model, objective, sharding, train_state
+from vjepa_jax import config as config_lib, model, objective, sharding, train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(relpath, arg=None):
     """get_config(arg) of a config file under the repo root."""
-    path = os.path.join(ROOT, relpath)
-    spec = importlib.util.spec_from_file_location("cfg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_lib.load_config_file(os.path.join(ROOT, relpath) + (f":{arg}" if arg else ""))
 
 
 def smoke_config():

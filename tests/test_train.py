@@ -1,5 +1,4 @@
 """The training program: artifacts, exact resume, pre-emption, and clear errors for bad input."""
-import json
 import os
 import signal
 import subprocess

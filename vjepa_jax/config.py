@@ -1,4 +1,5 @@
 """Default pretraining config (the reference ViT-L/16 recipe) and config validation."""
+import importlib.util
 import os
 import sys
 
@@ -132,6 +133,17 @@ def validate(c):
     _check(c.data.num_workers >= 0, "data.num_workers", c.data.num_workers, ">= 0")
     for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
         _check(c.train[key] > 0, f"train.{key}", c.train[key], "a positive integer")
+
+
+def load_config_file(spec):
+    """get_config(ARG) of a config file given as 'path.py' or 'path.py:ARG' (as --config takes)."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    module_spec = importlib.util.spec_from_file_location("vjepa_config_file", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
 
 
 def run_program(main, program, argv=None):

@@ -14,7 +14,6 @@ torch is imported only to read or write `.pth.tar` files; safetensors needs no t
 """
 import argparse
 import collections
-import importlib.util
 import json
 import logging
 import math
@@ -460,17 +459,6 @@ def adamw_from_torch(opt_sd, opt_state, params, tables_, where="opt"):
 # Files: Orbax workdirs, torch .pth.tar, safetensors
 
 
-def load_config_file(spec):
-    """get_config(ARG) of a config file given as 'path.py' or 'path.py:ARG'."""
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--config {path}: no such file")
-    module_spec = importlib.util.spec_from_file_location("vjepa_convert_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
-
-
 def config_from_meta(meta):
     """The full config stored with a checkpoint (or base_config() + its model for older ones)."""
     if "config" in meta:
@@ -699,7 +687,7 @@ def from_torch(path, workdir, config=None, num_frames=None, crop_size=None, step
     from vjepa_jax import masks, train, train_state  # noqa: PLC0415 - the training stack
     explicit = config is not None
     if isinstance(config, str):
-        config = load_config_file(config)
+        config = config_lib.load_config_file(config)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
         raise ValueError(f"--workdir {workdir} already holds checkpoints; use a new directory")
