@@ -15,7 +15,10 @@ def load_config(relpath, arg=None):
 
 
 def smoke_config():
-    return load_config("configs/pretrain/demo.py", "smoke")
+    """The smoke demo on one device (tests that exercise meshes set their own)."""
+    config = load_config("configs/pretrain/demo.py", "smoke")
+    config.mesh.update(data=1, fsdp=1)
+    return config
 
 
 def build(config, devices=1):

@@ -49,7 +49,8 @@ def test_demo_run_writes_artifacts_and_resumes_exactly(tmp_path):
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     workdir = str(tmp_path / "run")
     proc = subprocess.Popen([sys.executable, "-m", "vjepa_jax.train", "--config", SMOKE,
-                             "--workdir", workdir, "--config.optim.epochs=100"],
+                             "--workdir", workdir, "--config.optim.epochs=100",
+                             "--config.mesh.data=1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + 240
@@ -103,7 +104,7 @@ def test_checkpoint_of_a_different_model_is_refused_and_kept(tmp_path):
     train.run(config, workdir)
     ckpt = os.path.join(workdir, "checkpoints")
     before = {f: os.path.getmtime(os.path.join(ckpt, f)) for f in os.listdir(ckpt)}
-    r = cli("--config", SMOKE, "--workdir", workdir, "--config.model.depth=3")
+    r = cli("--config", SMOKE, "--workdir", workdir, "--config.model.depth=3", "--config.mesh.data=1")
     assert r.returncode != 0
     assert "different model" in r.stderr and "depth" in r.stderr and "Traceback" not in r.stderr
     assert {f: os.path.getmtime(os.path.join(ckpt, f)) for f in os.listdir(ckpt)} == before
