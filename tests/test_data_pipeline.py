@@ -101,10 +101,10 @@ def test_two_hosts_see_disjoint_examples_of_one_global_order(videos):
         seen.append(np.concatenate([next(it)["label"] for _ in range(2)]).tolist())
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(NUM_GOOD))  # one epoch between them
-    # Host h takes positions h, h + 2, ... of the single-host order.
+    # Host h takes local batch h of every 2: its rows of each global batch, in device order.
     single = iter(pipeline.make_dataset(_config(videos["clean"], batch_size=2)))
     order = np.concatenate([next(single)["label"] for _ in range(4)]).tolist()
-    assert seen[0] == order[0::2] and seen[1] == order[1::2]
+    assert seen[0] == order[0:2] + order[4:6] and seen[1] == order[2:4] + order[6:8]
 
 
 def test_batch_not_divisible_by_hosts(videos):

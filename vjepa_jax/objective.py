@@ -3,11 +3,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vjepa_jax import optim
 
-MEAN = jnp.array([0.485, 0.456, 0.406], jnp.float32)
-STD = jnp.array([0.229, 0.224, 0.225], jnp.float32)
+# NumPy, not jnp: a jnp constant at import time starts the XLA backend, and
+# jax.distributed.initialize() must run before that.
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def normalize(video):
@@ -17,7 +20,7 @@ def normalize(video):
     """
     if jnp.issubdtype(video.dtype, jnp.floating):
         return video.astype(jnp.float32)
-    return (video.astype(jnp.float32) / 255.0 - MEAN) / STD
+    return (jnp.asarray(video, jnp.float32) / 255.0 - MEAN) / STD
 
 
 def feature_layer_norm(x, eps=1e-5):

@@ -39,13 +39,40 @@ def batch_sharding(mesh):
 
 
 def replicated(mesh):
+    """Every device holds the whole array."""
     return NamedSharding(mesh, P())
 
 
 def param_shardings(boxed_abstract, mesh):
     """Shardings for a tree of nn.LogicallyPartitioned abstract params (from jax.eval_shape(init))."""
     specs = nn.get_partition_spec(boxed_abstract)
-    return nn.logical_to_mesh_sharding(specs, mesh, RULES)
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, RULES)
+    check_shardable(nn.unbox(boxed_abstract), shardings)
+    return shardings
+
+
+def check_shardable(abstract, shardings):
+    """Raise ValueError naming the first array whose split dimension does not divide evenly.
+
+    JAX would only say "IndivisibleError" deep inside jit, without the parameter's name.
+    """
+    def check(path, x, s):
+        for dim, axes in zip(x.shape, s.spec):
+            axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+            n = int(np.prod([s.mesh.shape[a] for a in axes]))
+            if dim % n:
+                raise ValueError(
+                    f"{jax.tree_util.keystr(path)} of shape {tuple(x.shape)}: dimension {dim} "
+                    f"cannot be split over mesh axes {axes} of size {n}; choose mesh sizes "
+                    f"(mesh.fsdp) that divide the model widths")
+    jax.tree_util.tree_map_with_path(check, abstract, shardings)
+
+
+def bytes_per_device(abstract, shardings):
+    """Bytes one device holds of a tree of arrays/shapes placed with `shardings` (the largest shard)."""
+    def shard_bytes(x, s):
+        return int(np.prod(s.shard_shape(x.shape))) * np.dtype(x.dtype).itemsize
+    return sum(jax.tree.leaves(jax.tree.map(shard_bytes, abstract, shardings)))
 
 
 def opt_state_shardings(tx, opt_abstract, params_sharding, mesh):

@@ -1,4 +1,4 @@
-"""Grain input pipeline: index -> shuffle -> repeat -> decode+sample+augment -> host slice -> batch.
+"""Grain input pipeline: index -> shuffle -> repeat -> decode+sample+augment -> batch -> host slice.
 
 Batches are LOCAL to this process and stay uint8 until the device:
   train: {'video': uint8 [B_local, T, S, S, 3], 'label': int32 [B_local],
@@ -217,10 +217,12 @@ def make_dataset(config, *, train=True, process_index=0, process_count=1, source
         ds = grain.MapDataset.range(total).map(_PadTo(len(source))).seed(config.seed)
     # random_map before the host slice: each example's randomness depends on its global position.
     ds = ds.random_map(load)
-    ds = ds[process_index::process_count]
     # Batch before the workers: whole batches are the unit of work, so batches are the same for
     # any number of workers (0 in a notebook, 16 on a GPU host).
     ds = ds.batch(local_batch, drop_remainder=True)
+    # Host p takes local batch p of every P: the rows its devices hold of the global batch, so
+    # any process count forms the same global batches (and masks pair with the same examples).
+    ds = ds[process_index::process_count]
     # Grain's defaults (16 threads, 500 elements read ahead) would hold 500 batches; read ahead
     # `prefetch` batches, with threads only where there are no worker processes.
     threads = int(d.get("read_threads", 0)) or (1 if d.num_workers > 0 else 4)

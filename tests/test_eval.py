@@ -1,0 +1,316 @@
+"""Frozen evaluation program, eval data sources, eval configs and the online k-NN / linear probe."""
+import glob
+import json
+import math
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from common import ROOT, load_config
+from vjepa_jax import eval as eval_lib
+from vjepa_jax import eval_configs, eval_data, online_eval, optim
+from vjepa_jax.models import vit
+
+
+def tiny_config(**data):
+    """configs/evals/demo.py:smoke shrunk further: 1 block, 8 fake devices, batch 8."""
+    c = load_config("configs/evals/demo.py", "smoke")
+    c.model.update(depth=1, width=48, num_heads=3)
+    c.data.update(synthetic_train_size=16, synthetic_val_size=12, batch_size=8, **data)
+    c.eval.update(keep_checkpoints=3)
+    return c
+
+
+def _final_params(workdir):
+    import orbax.checkpoint as ocp
+
+    mngr = ocp.CheckpointManager(os.path.join(workdir, "probe_checkpoints"),
+                                 item_names=("state", "data", "meta"))
+    state = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
+    mngr.close()
+    return jax.device_get(state["params"])
+
+
+# ----------------------------------------------------------------------------- program
+def test_resume_matches_uninterrupted_run(tmp_path):
+    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
+    full = eval_lib.run(tiny_config(), str(full_dir))
+    assert [r["epoch"] for r in full] == [1, 2]
+    assert all(r["val_count"] == 12 for r in full)  # padding examples are not counted
+    assert 0 <= full[-1]["val_top1"] <= full[-1]["val_top5"] <= 100
+    assert sorted(os.listdir(full_dir / "probe_checkpoints")) == ["2", "4"]  # one per epoch
+
+    # A run killed after its first epoch: the epoch-1 checkpoint is the last one on disk, and
+    # the metrics file may hold rows written after it.
+    shutil.copytree(full_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / "probe_checkpoints" / "4")
+    resumed = eval_lib.run(tiny_config(), str(resumed_dir))
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    for a, b in zip(full, resumed):
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "wd"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+    jax.tree.map(np.testing.assert_array_equal, _final_params(str(full_dir)),
+                 _final_params(str(resumed_dir)))
+    rows = [json.loads(line) for line in open(resumed_dir / "eval_metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    summary = json.load(open(resumed_dir / "eval_summary.json"))
+    assert summary["final_val_top1"] == resumed[-1]["val_top1"]
+    assert "random-init" in summary["encoder"]
+
+
+def test_probe_schedules_follow_the_reference_formulas():
+    c = eval_configs.base_eval_config()
+    ipe = 7
+    sched = optim.schedules(eval_lib.schedule_config(c.optim, ipe))
+    total = c.optim.epochs * ipe
+    for s in (1, total // 3, total):
+        # Warmup 0: cosine from lr to final_lr over epochs * ipe steps, indexed from 1.
+        lr = 0.0 + (1e-3 - 0.0) * 0.5 * (1 + math.cos(math.pi * s / total))
+        wd = 1e-6 + (0.01 - 1e-6) * 0.5 * (1 + math.cos(math.pi * s / total))
+        got = sched(s)
+        assert float(got["lr"]) == pytest.approx(lr, rel=1e-5, abs=1e-9)
+        assert float(got["wd"]) == pytest.approx(max(wd, 1e-6), rel=1e-5)
+
+
+def test_probe_weight_decay_groups():
+    from vjepa_jax.models import probe as probe_lib
+
+    probe = probe_lib.AttentiveClassifier(5, 2)
+    shapes = jax.eval_shape(probe.init, jax.random.key(0), jnp.zeros((1, 3, 8)))["params"]
+    mask = optim.decay_mask(shapes)
+    blk = mask["cross_attention_block"]
+    # Decayed: matrices and the query token; not decayed: biases and LayerNorm scales.
+    assert mask["query_tokens"] and mask["linear"]["kernel"] and blk["xattn"]["kv"]["kernel"]
+    assert not (mask["linear"]["bias"] or blk["fc1"]["bias"] or blk["norm1"]["scale"]
+                or blk["norm2"]["bias"])
+
+
+def test_architecture_mismatch_is_named():
+    c = eval_configs.eval_config("vitl16", "k400")
+    saved = dict(c.model.to_dict(), variant="huge")
+    with pytest.raises(ValueError, match="width: checkpoint 1280 vs config 1024"):
+        eval_lib.check_architecture(saved, c.model, "ckpt")
+    # Frames and resolution may differ: the position table is rebuilt for the eval grid.
+    eval_lib.check_architecture(dict(c.model.to_dict(), crop_size=384, num_frames=8), c.model, "ckpt")
+
+
+def test_parameter_mismatch_names_every_key():
+    enc = vit.encoder_from_config(tiny_config().model)
+    abstract = jax.eval_shape(enc.init, jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)))["params"]
+    abstract = jax.tree.map(lambda x: getattr(x, "value", x), abstract,
+                            is_leaf=lambda x: hasattr(x, "value"))
+    params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
+    eval_lib.check_params(params, abstract, "ckpt")
+    del params["norm"]
+    params["extra"] = np.zeros(3)
+    params["blocks_0"]["fc1"]["bias"] = np.zeros(5)
+    with pytest.raises(ValueError) as err:
+        eval_lib.check_params(params, abstract, "ckpt")
+    msg = str(err.value)
+    assert "missing norm/scale" in msg and "unexpected extra" in msg and "blocks_0/fc1/bias" in msg
+
+
+# ----------------------------------------------------------------------------- data sources
+def test_tfds_mock_imagenet_batches():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    c = eval_configs.eval_config("vitl16", "in1k")
+    c.model.update(crop_size=32)
+    c.data.update(batch_size=4, num_workers=0)
+    with tfds.testing.mock_data(num_examples=6):
+        train_source = eval_data.make_source(c, train=True)
+        batch = next(iter(eval_data.make_train_dataset(c, train_source)))
+        val = list(eval_data.make_val_dataset(c, eval_data.make_source(c, train=False)))
+    # Images stay single frames on the host: [B, segments, views, T=1, S, S, 3].
+    assert batch["video"].shape == (4, 1, 1, 1, 32, 32, 3) and batch["video"].dtype == np.uint8
+    assert batch["label"].shape == (4,) and np.all((batch["label"] >= 0) & (batch["label"] < 1000))
+    assert [b["video"].shape for b in val] == [(4, 1, 1, 1, 32, 32, 3)] * 2
+    assert sum(int(b["valid"].sum()) for b in val) == 6  # 6 examples, 2 padding
+
+
+def test_tfds_class_count_is_checked():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    c = eval_configs.eval_config("vitl16", "in1k")
+    c.data.num_classes = 10
+    with tfds.testing.mock_data(num_examples=2):
+        with pytest.raises(ValueError, match="imagenet2012' has 1000 classes"):
+            eval_data.make_source(c, train=True)
+
+
+def _write_image_folder(root, classes, per_class=2):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for ci, cls in enumerate(classes):
+            os.makedirs(root / split / cls)
+            for i in range(per_class):
+                pixels = np.full((20, 30, 3), 40 * ci + i, np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+
+
+def test_image_folder_labels_and_views(tmp_path):
+    _write_image_folder(tmp_path, ["cat", "ant", "bee"])
+    c = eval_configs.eval_config("vitl16", "places205")
+    c.model.update(crop_size=16)
+    c.data.update(root=str(tmp_path), num_classes=3, batch_size=2, num_workers=0)
+    source = eval_data.make_source(c, train=True)
+    assert source.classes == ("ant", "bee", "cat")  # sorted, like torchvision's ImageFolder
+    clip, label = source.load(0, None)
+    assert clip.shape == (1, 1, 20, 30, 3) and label == 0 and int(clip[0, 0, 0, 0, 0]) == 40
+    val = list(eval_data.make_val_dataset(c, eval_data.make_source(c, train=False)))
+    labels = np.concatenate([b["label"] for b in val])
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert val[0]["video"].shape == (2, 1, 1, 1, 16, 16, 3)
+    # A flat-coloured image stays flat through the centre crop.
+    assert int(val[1]["video"][0].min()) == int(val[1]["video"][0].max()) == 80
+    c.data.num_classes = 4
+    with pytest.raises(ValueError, match="3 class folders, config data.num_classes=4"):
+        eval_data.make_source(c, train=True)
+
+
+def test_csv_labels_are_validated(tmp_path):
+    c = eval_configs.eval_config("vitl16", "ssv2")
+    good, bad = tmp_path / "train.csv", tmp_path / "bad.csv"
+    good.write_text("".join(f"/v/{i}.mp4 {i % 174}\n" for i in range(348)))
+    bad.write_text("/v/a.mp4 3\n/v/b.mp4 174\n")
+    c.data.update(train_index=(str(good),), val_index=(str(bad),))
+    assert len(eval_data.make_source(c, train=True)) == 348
+    with pytest.raises(ValueError, match=r"bad.csv.*outside \[0, 174\).*label 174"):
+        eval_data.make_source(c, train=False)
+    c.data.train_index = (str(tmp_path / "few.csv"),)
+    (tmp_path / "few.csv").write_text("/v/a.mp4 0\n/v/b.mp4 1\n")
+    with pytest.raises(ValueError, match="cover 2 of data.num_classes=174"):
+        eval_data.make_source(c, train=True)
+    c.data.require_all_classes = False
+    assert len(eval_data.make_source(c, train=True)) == 2
+
+
+def test_synthetic_train_and_val_videos_differ():
+    c = tiny_config()
+    train = eval_data.make_source(c, train=True)
+    val = eval_data.make_source(c, train=False)
+    a, b = train.load(0, None)[0], val.load(0, None)[0]
+    assert a.shape == (1, 4, 32, 32, 3) and not np.array_equal(a, b)
+    batch = next(iter(eval_data.make_train_dataset(c, train)))
+    assert batch["video"].shape == (8, 1, 1, 4, 32, 32, 3)
+
+
+# ----------------------------------------------------------------------------- configs
+def test_every_eval_config_loads_and_matches_the_reference():
+    files = sorted(glob.glob(os.path.join(ROOT, "configs", "evals", "*.py")))
+    names = {os.path.basename(f)[:-3] for f in files}
+    for model in ("vitl16", "vith16", "vith16_384"):
+        for data in ("k400", "ssv2", "in1k", "places205", "inat21"):
+            assert f"{model}_{data}" in names
+    for f in files:
+        c = load_config(os.path.relpath(f, ROOT))
+        if c.data.source == "csv":  # index files are given on the command line
+            c.data.update(train_index=("a.csv",), val_index=("b.csv",))
+        if c.data.source == "imagefolder":
+            c.data.root = "/data"
+        eval_configs.validate(c)
+        assert c.optim.lr == 1e-3 and c.optim.final_lr == 0 and c.optim.warmup == 0
+        assert c.optim.final_weight_decay == 1e-6 and c.optim.clip_grad == 1.0
+    k400 = load_config("configs/evals/vith16_384_k400.py")
+    assert (k400.data.num_segments, k400.data.num_views, k400.data.batch_size) == (8, 3, 256)
+    assert (k400.model.variant, k400.model.crop_size, k400.model.num_frames) == ("huge", 384, 16)
+    assert (k400.optim.epochs, k400.optim.weight_decay, k400.data.num_classes) == (20, 0.01, 400)
+    ssv2 = load_config("configs/evals/vitl16_ssv2.py")
+    assert (ssv2.data.num_segments, ssv2.data.num_classes, ssv2.model.variant) == (2, 174, "large")
+    inat = load_config("configs/evals/vith16_inat21.py")
+    assert (inat.data.batch_size, inat.optim.weight_decay) == (1024, 1e-3)
+    assert inat.data.num_classes == 10000
+    assert (inat.data.num_segments, inat.data.num_views) == (1, 1)
+
+
+def test_config_errors_name_the_key():
+    c = eval_configs.eval_config("vitl16", "k400")
+    with pytest.raises(ValueError, match="data.train_index/val_index"):
+        eval_configs.validate(c)
+    c = load_config("configs/evals/demo.py")
+    c.data.num_segments = 0
+    with pytest.raises(ValueError, match="data.num_segments"):
+        eval_configs.validate(c)
+
+
+# ----------------------------------------------------------------------------- online eval
+def test_knn_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    tx, ty, vx = rng.normal(size=(40, 6)), rng.integers(0, 3, 40), rng.normal(size=(9, 6))
+    got = np.asarray(online_eval.knn_predict(jnp.asarray(tx), jnp.asarray(ty), jnp.asarray(vx),
+                                              k=5, num_classes=3, temperature=0.1))
+    n = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = n(vx) @ n(tx).T
+    expect = []
+    for row in sim:
+        top = np.argsort(-row)[:5]
+        votes = np.zeros(3)
+        np.add.at(votes, ty[top], np.exp(row[top] / 0.1))
+        expect.append(votes.argmax())
+    np.testing.assert_array_equal(got, expect)
+
+
+def test_linear_probe_separates_separable_classes():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(4, 16)) * 3
+    y = rng.integers(0, 4, 200)
+    x = centres[y] + rng.normal(size=(200, 16))
+    pred = online_eval.linear_predict(jnp.asarray(x[:150]), jnp.asarray(y[:150]),
+                                      jnp.asarray(x[150:]), num_classes=4, steps=200, lr=1e-2,
+                                      weight_decay=1e-4)
+    assert np.mean(np.asarray(pred) == y[150:]) > 0.95
+
+
+def test_online_eval_reports_scores_and_random_baseline():
+    c = load_config("configs/pretrain/demo.py", "smoke")
+    c.model.update(depth=1)
+    c.online_eval = online_eval.default_config()
+    c.online_eval.update(num_train=24, num_val=8, batch_size=8, k=5, linear_steps=20)
+    enc = vit.encoder_from_config(c.model)
+    params = enc.init(jax.random.key(3), jnp.zeros((1, 4, 32, 32, 3)))["params"]
+    params = jax.tree.map(lambda x: getattr(x, "value", x), params,
+                          is_leaf=lambda x: hasattr(x, "value"))
+    out = online_eval.online_eval(enc, params, c)
+    assert set(out) == {"knn_top1", "linear_top1", "feature_std", "knn_top1_random_init",
+                        "linear_top1_random_init", "feature_std_random_init"}
+    assert all(0 <= out[k] <= 100 for k in out if "top1" in k)
+    # Seed 3 differs from the baseline's seed 0: different features, different spread.
+    assert out["feature_std"] != out["feature_std_random_init"]
+    again = online_eval.online_eval(enc, params, c)  # cached split and baseline: same numbers
+    assert again == out
+    # Params sharded on a mesh: the batches are split over its 8 devices, same features.
+    from vjepa_jax import sharding
+
+    mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
+    on_mesh = jax.device_put(params, sharding.replicated(mesh))
+    clips = online_eval.labelled_split(c, online_eval.options_from(c))[1][0]
+    np.testing.assert_allclose(online_eval.pooled_features(enc, on_mesh, clips, 8),
+                               online_eval.pooled_features(enc, params, clips, 8), rtol=1e-5,
+                               atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the key check
+@pytest.mark.slow
+def test_demo_pretrained_encoder_beats_random_init(tmp_path):
+    """Probe on the demo-pretrained encoder vs the same probe on a random-init encoder.
+
+    Uses $VJEPA_DEMO_WORKDIR (a finished `configs/pretrain/demo.py` run) or pretrains one here
+    (minutes on a CPU). See docs/EVAL.md for the measured margin.
+    """
+    from vjepa_jax import train
+
+    workdir = os.environ.get("VJEPA_DEMO_WORKDIR")
+    if not workdir:
+        workdir = str(tmp_path / "pretrain")
+        train.run(load_config("configs/pretrain/demo.py"), workdir)
+    c = load_config("configs/evals/demo.py")
+    c.pretrained = workdir
+    pretrained = eval_lib.run(c, str(tmp_path / "pretrained"))[-1]["val_top1"]
+    c.pretrained = ""
+    random_init = eval_lib.run(c, str(tmp_path / "random"))[-1]["val_top1"]
+    assert pretrained > random_init, (pretrained, random_init)

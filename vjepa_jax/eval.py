@@ -1,0 +1,352 @@
+"""Frozen evaluation: train an attentive probe on a pretrained encoder and report top-1 / top-5.
+
+    python -m vjepa_jax.eval --config configs/evals/demo.py --workdir /tmp/vjepa_demo_eval
+    python -m vjepa_jax.eval --config configs/evals/vitl16_k400.py --workdir DIR \
+        --config.pretrained=/ckpt/vitl16.pth.tar \
+        --config.data.train_index=TRAIN.csv --config.data.val_index=VAL.csv
+
+`config.pretrained` is a pretraining workdir or an official .pth.tar; '' evaluates a random-init
+encoder (the baseline every number should be compared with). The encoder is frozen: its tokens
+are computed inside the jitted step, without gradient, and handed to the probe in
+probe.feature_dtype. Validation runs after every epoch; the probe is saved with Orbax at
+DIR/probe_checkpoints/<step>/ every epoch and a rerun with the same --workdir resumes.
+Writes DIR/eval_metrics.jsonl (one row per epoch) and DIR/eval_summary.json.
+"""
+import functools
+import json
+import logging
+import os
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+from absl import app, flags
+from ml_collections import config_flags
+
+import grain
+from vjepa_jax import checkpoint, distributed, eval_configs, eval_data, optim, sharding
+from vjepa_jax.data import pipeline
+from vjepa_jax.models import probe as probe_lib, vit
+
+FLAGS = flags.FLAGS
+
+# Encoder geometry that must agree with the pretrained checkpoint; frames and resolution may differ
+# (the sin-cos table is rebuilt for the eval grid, as the reference's eval loader does).
+ARCHITECTURE = ("width", "depth", "num_heads", "mlp_hidden", "patch_size", "tubelet_size")
+
+
+# ----------------------------------------------------------------------------- pretrained encoder
+def load_pretrained(config):
+    """(host encoder params, description, pretraining `config.model` dict) of config.pretrained.
+
+    A pretraining workdir (latest checkpoint), an official .pth.tar or a .safetensors export;
+    config.which picks the EMA target encoder ('target', what the reference evaluates) or the
+    online one ('encoder').
+    """
+    from vjepa_jax.features import load_encoder  # imported here: it pulls in the torch converter
+
+    encoder = load_encoder(config.pretrained, which=config.which)
+    return jax.device_get(encoder.params), encoder.source, dict(encoder.model_config)
+
+
+def check_architecture(saved_model, model_cfg, where):
+    """Raise ValueError naming every geometry field where checkpoint and config.model differ."""
+    saved_cfg = ml_collections.ConfigDict(model_cfg.to_dict())
+    saved_cfg.update({k: v for k, v in saved_model.items() if k in saved_cfg})
+    saved, want = vit.shape_from_config(saved_cfg), vit.shape_from_config(model_cfg)
+    diffs = [f"  {k}: checkpoint {getattr(saved, k)} vs config {getattr(want, k)}"
+             for k in ARCHITECTURE if getattr(saved, k) != getattr(want, k)]
+    if saved_cfg.uniform_power != model_cfg.uniform_power:
+        diffs.append(f"  uniform_power: checkpoint {saved_cfg.uniform_power} vs config "
+                     f"{model_cfg.uniform_power}")
+    if diffs:
+        raise ValueError(f"{where} holds a different encoder than config.model:\n"
+                         + "\n".join(diffs) + "\nSet config.model (variant, width, depth, "
+                         "num_heads, patch_size, tubelet_size) to the pretraining model.")
+
+
+def check_params(params, abstract, where):
+    """Raise ValueError naming every missing, unexpected or wrongly shaped encoder parameter."""
+    flat = {"/".join(map(str, k)): v for k, v in _flatten(params)}
+    want = {"/".join(map(str, k)): v for k, v in _flatten(abstract)}
+    problems = [f"  missing {k} {tuple(v.shape)}" for k, v in want.items() if k not in flat]
+    problems += [f"  unexpected {k} {tuple(v.shape)}" for k, v in flat.items() if k not in want]
+    problems += [f"  {k}: checkpoint {tuple(flat[k].shape)} vs model {tuple(v.shape)}"
+                 for k, v in want.items() if k in flat and tuple(flat[k].shape) != tuple(v.shape)]
+    if problems:
+        raise ValueError(f"{where}: encoder parameters do not match config.model:\n"
+                         + "\n".join(problems))
+
+
+def _flatten(tree):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [(tuple(getattr(p, "key", getattr(p, "idx", p)) for p in path), v) for path, v in leaves]
+
+
+# ----------------------------------------------------------------------------- optimizer
+def schedule_config(optim_cfg, ipe):
+    """The probe's optim section in the form optim.schedules reads (no ipe_scale, no EMA)."""
+    return ml_collections.ConfigDict(dict(
+        epochs=optim_cfg.epochs, ipe=ipe, ipe_scale=1.0, warmup=optim_cfg.warmup,
+        start_lr=optim_cfg.start_lr, lr=optim_cfg.lr, final_lr=optim_cfg.final_lr,
+        weight_decay=optim_cfg.weight_decay, final_weight_decay=optim_cfg.final_weight_decay,
+        clip_grad=optim_cfg.clip_grad, ema=(1.0, 1.0), betas=tuple(optim_cfg.betas),
+        eps=optim_cfg.eps))
+
+
+# ----------------------------------------------------------------------------- steps
+def train_step(state, encoder_params, batch, *, encoder, probe, tx, sched_cfg, probe_cfg):
+    """One probe update on frozen features; state = {'step', 'params', 'opt_state'}."""
+    s = state["step"] + 1  # schedules advance before the update, as the reference's do
+    tokens = probe_lib.frozen_features(encoder, encoder_params, batch["video"],
+                                       jnp.dtype(probe_cfg.feature_dtype), probe_cfg.encoder_batch)
+    labels = batch["label"]
+
+    def loss_fn(params):
+        logits = probe_lib.view_logits(probe, params, tokens)
+        return probe_lib.view_loss(logits, labels).mean(), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    sched = optim.schedules(sched_cfg)(s)
+    clip = sched_cfg.clip_grad or None
+    grads, norms = optim.clip_by_module({"probe": grads}, clip, jnp.asarray(True))
+    opt_state = optim.set_hyperparams(state["opt_state"], sched["lr"], sched["wd"])
+    updates, opt_state = tx.update(grads["probe"], opt_state, state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    top1 = probe_lib.topk_correct(probe_lib.view_probs(logits), labels, 1).mean()
+    metrics = {"loss": loss, "top1": top1, "lr": sched["lr"], "wd": sched["wd"],
+               "grad_norm": norms["probe"]}
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+
+def eval_step(params, encoder_params, batch, *, encoder, probe, probe_cfg):
+    """Sums over the valid examples of a batch: loss, top-1 and top-5 hits, count."""
+    tokens = probe_lib.frozen_features(encoder, encoder_params, batch["video"],
+                                       jnp.dtype(probe_cfg.feature_dtype), probe_cfg.encoder_batch)
+    logits = probe_lib.view_logits(probe, params, tokens)
+    probs = probe_lib.view_probs(logits)
+    valid = batch["valid"].astype(jnp.float32)
+    return {"loss": jnp.sum(probe_lib.view_loss(logits, batch["label"]) * valid),
+            "top1": jnp.sum(probe_lib.topk_correct(probs, batch["label"], 1) * valid),
+            "top5": jnp.sum(probe_lib.topk_correct(probs, batch["label"], 5) * valid),
+            "count": jnp.sum(valid)}
+
+
+# ----------------------------------------------------------------------------- metrics file
+def _read_rows(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write_rows(path, rows):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def _global(local, batch_sharding):
+    return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(local[k]))
+            for k in local if k != "skipped"}
+
+
+def validate_probe(eval_fn, params, encoder_params, val_ds, batch_sharding):
+    """Loss, top-1 and top-5 (percent) over the whole validation split, padding excluded."""
+    sums = None
+    for local in val_ds:
+        out = eval_fn(params, encoder_params, _global(local, batch_sharding))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    n = max(float(sums["count"]), 1.0)
+    return {"val_loss": float(sums["loss"]) / n, "val_top1": 100.0 * float(sums["top1"]) / n,
+            "val_top5": 100.0 * float(sums["top5"]) / n, "val_count": int(sums["count"])}
+
+
+def run(config, workdir):
+    """Train and validate the probe; returns the list of per-epoch metric rows."""
+    # ---------------------------------------------------------------- setup
+    eval_configs.validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    main_process = jax.process_index() == 0
+    pi, pc = jax.process_index(), jax.process_count()
+
+    # ---------------------------------------------------------------- mesh
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_divisible("data.batch_size", config.data.batch_size, mesh)
+    sharding.check_divisible("data.val_batch_size",
+                             config.data.val_batch_size or config.data.batch_size, mesh)
+    batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+
+    # ---------------------------------------------------------------- data
+    train_source = eval_data.make_source(config, train=True)
+    val_source = eval_data.make_source(config, train=False)
+    ipe = config.optim.ipe or len(train_source) // config.data.batch_size
+    if ipe < 1:
+        raise ValueError(f"{len(train_source)} training examples are fewer than one batch "
+                         f"(data.batch_size={config.data.batch_size})")
+    total_steps = config.optim.epochs * ipe
+    train_iter = iter(eval_data.make_train_dataset(config, train_source, process_index=pi,
+                                                   process_count=pc))
+    val_ds = eval_data.make_val_dataset(config, val_source, process_index=pi, process_count=pc)
+    logging.info("%d train / %d val examples, %d classes, %d steps per epoch", len(train_source),
+                 len(val_source), config.data.num_classes, ipe)
+
+    # ---------------------------------------------------------------- frozen encoder
+    encoder = vit.encoder_from_config(config.model)
+    shape = encoder.shape
+    example = jnp.zeros((1, shape.num_frames, shape.crop_size, shape.crop_size, 3), jnp.float32)
+    boxed = jax.eval_shape(encoder.init, jax.random.key(0), example)["params"]
+    enc_shardings = sharding.param_shardings(boxed, mesh)
+    if config.pretrained:
+        host_params, source, saved_model = load_pretrained(config)
+        check_architecture(saved_model, config.model, config.pretrained)
+        check_params(host_params, nn.unbox(boxed), config.pretrained)
+        encoder_params = jax.device_put(host_params, enc_shardings)
+    else:
+        source = f"random-init encoder (seed {config.seed}): a baseline, not a pretrained model"
+        logging.warning("config.pretrained is empty: evaluating a RANDOM-INIT encoder")
+        encoder_params = jax.jit(lambda k: nn.unbox(encoder.init(k, example)["params"]),
+                                 out_shardings=enc_shardings)(jax.random.key(config.seed))
+    logging.info("encoder: %s", source)
+
+    # ---------------------------------------------------------------- probe and optimizer
+    probe = probe_lib.probe_from_config(config, shape, config.data.num_classes)
+    feats = jnp.zeros((1, 8, shape.width), jnp.float32)
+    sched_cfg = schedule_config(config.optim, ipe)
+
+    def init_state(rng):
+        params = probe.init(rng, feats)["params"]
+        return {"step": jnp.zeros((), jnp.int32), "params": params,
+                "opt_state": tx.init(params)}
+
+    tx = optim.make_optimizer(sched_cfg,
+                              jax.eval_shape(probe.init, jax.random.key(0), feats)["params"])
+    abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+    state_shardings = jax.tree.map(lambda _: repl, abstract_state)
+    n_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
+    logging.info("probe: %s parameters, %d heads", f"{n_params:,}", probe.num_heads)
+
+    # ---------------------------------------------------------------- compiled steps
+    step_fn = jax.jit(
+        functools.partial(train_step, encoder=encoder, probe=probe, tx=tx, sched_cfg=sched_cfg,
+                          probe_cfg=config.probe),
+        donate_argnums=(0,), in_shardings=(state_shardings, enc_shardings, batch_sharding),
+        out_shardings=(state_shardings, repl))
+    eval_fn = jax.jit(functools.partial(eval_step, encoder=encoder, probe=probe,
+                                        probe_cfg=config.probe),
+                      in_shardings=(state_shardings["params"], enc_shardings, batch_sharding),
+                      out_shardings=repl)
+
+    # ---------------------------------------------------------------- checkpoint: resume or init
+    options = ocp.CheckpointManagerOptions(max_to_keep=config.eval.keep_checkpoints, create=True)
+    mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "probe_checkpoints"),
+                                 options=options, item_names=("state", "data", "meta"))
+    meta = {"model": config.model.to_dict(), "data": config.data.to_dict(),
+            "probe": config.probe.to_dict(), "pretrained": config.pretrained,
+            "which": config.which, "ipe": ipe, "config": config.to_json()}
+    latest = mngr.latest_step()
+    if latest is not None:
+        checkpoint.check_meta(checkpoint.read_meta(mngr, latest), meta, workdir,
+                              keys=("model", "probe", "pretrained", "which", "ipe"))
+        target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                              abstract_state, state_shardings)
+        state = mngr.restore(latest, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            data=grain.checkpoint.CheckpointRestore(train_iter)))["state"]
+        logging.info("resumed probe from %s at step %d", mngr.directory, latest)
+    else:
+        state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(config.seed + 1))
+    start = int(jax.device_get(state["step"]))
+    metrics_path = os.path.join(workdir, "eval_metrics.jsonl")
+    rows = [r for r in _read_rows(metrics_path) if r["step"] <= start]
+    if main_process:
+        _write_rows(metrics_path, rows)  # a resumed run drops rows past its checkpoint
+
+    # ---------------------------------------------------------------- loop: one epoch at a time
+    first_epoch = start // ipe
+    last_epoch = config.optim.epochs
+    if config.eval.stop_after_epochs:
+        last_epoch = min(last_epoch, first_epoch + config.eval.stop_after_epochs)
+    bar = tqdm.tqdm(total=total_steps, initial=start, disable=not main_process, unit="step",
+                    dynamic_ncols=True, mininterval=2.0)
+    step = start
+    for epoch in range(first_epoch, last_epoch):
+        tick = time.perf_counter()
+        sums = {"loss": jnp.zeros(()), "top1": jnp.zeros(())}
+        while step < (epoch + 1) * ipe:
+            local = next(train_iter)
+            state, metrics = step_fn(state, encoder_params, _global(local, batch_sharding))
+            sums = {k: sums[k] + metrics[k] for k in sums}  # on device: no sync per step
+            step += 1
+            bar.update(1)
+            if step % config.eval.log_every == 0 or step == (epoch + 1) * ipe:
+                loss = float(jax.device_get(metrics["loss"]))
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"step {step}: probe loss is {loss}; lower optim.lr "
+                                             "(the last epoch's checkpoint is kept)")
+                bar.set_postfix(loss=f"{loss:.3f}")
+        val = validate_probe(eval_fn, state["params"], encoder_params, val_ds, batch_sharding)
+        sums = jax.device_get(sums)
+        row = {"epoch": epoch + 1, "step": step,
+               "train_loss": float(sums["loss"]) / ipe,
+               "train_top1": 100.0 * float(sums["top1"]) / ipe,
+               **val, "lr": float(metrics["lr"]), "wd": float(metrics["wd"]),
+               "epoch_time_s": time.perf_counter() - tick}
+        rows.append(row)
+        msg = (f"epoch {epoch + 1}/{config.optim.epochs}: train loss {row['train_loss']:.4f} "
+               f"top-1 {row['train_top1']:.2f} | val top-1 {row['val_top1']:.2f} "
+               f"top-5 {row['val_top5']:.2f} ({row['val_count']} examples)")
+        logging.info(msg)
+        if main_process:
+            bar.write(msg)
+            _write_rows(metrics_path, rows)
+        mngr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(train_iter),
+            meta=ocp.args.JsonSave(meta)))
+    bar.close()
+    mngr.wait_until_finished()
+    mngr.close()
+
+    # ---------------------------------------------------------------- summary
+    if rows and main_process:
+        summary = {"encoder": source, "epochs": rows[-1]["epoch"],
+                   "final_val_top1": rows[-1]["val_top1"], "final_val_top5": rows[-1]["val_top5"],
+                   "best_val_top1": max(r["val_top1"] for r in rows)}
+        with open(os.path.join(workdir, "eval_summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        logging.info("summary: %s", summary)
+    return rows
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.config is None or FLAGS.workdir is None:
+        raise app.UsageError("--config and --workdir are required")
+    distributed.initialize_from_flags()
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        run(FLAGS.config, FLAGS.workdir)
+    except (ValueError, FileNotFoundError, FloatingPointError, pipeline.TooManySkippedVideos) as e:
+        logging.error("%s", e)
+        sys.exit(f"vjepa_jax.eval: error: {e}")
+
+
+def define_flags():
+    """Program flags; defined only when run as a program, so train and eval import side by side."""
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/evals/*.py).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for probe checkpoints and metrics.")
+    distributed.define_flags()
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

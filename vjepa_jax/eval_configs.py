@@ -1,0 +1,166 @@
+"""Frozen-evaluation configs (VJEPA_SPEC §7): one builder for every (model, dataset), and checks.
+
+configs/evals/<model>_<dataset>.py are thin files calling `eval_config`. Fields:
+  pretrained   workdir of a pretraining run or an official .pth.tar; '' = random-init encoder
+  which        'target' (EMA encoder, what the reference evaluates) or 'encoder' (online)
+  model        the encoder, built at the eval resolution with the pretraining clip length
+  data         labelled source, segments x views protocol, global batch, train augmentation
+  probe        attentive probe (heads 0 = the encoder's), compute dtype, feature dtype
+  optim        AdamW, cosine lr from lr to final_lr and wd to final_weight_decay, clip 1.0
+"""
+import ml_collections
+
+from vjepa_jax.config import base_config
+
+# name: (size-table variant, resolution); every published model uses 16x16 patches, tubelets of
+# 2 frames and 16-frame clips.
+MODELS = {
+    "vitl16": ("large", 224),
+    "vith16": ("huge", 224),
+    "vith16_384": ("huge", 384),
+}
+
+# Published attentive-probe top-1 of the released checkpoints (VJEPA_SPEC §8.1).
+PUBLISHED = {
+    "vitl16": {"k400": 80.8, "ssv2": 69.5, "in1k": 74.8, "places205": 60.3, "inat21": 67.8},
+    "vith16": {"k400": 82.0, "ssv2": 71.4, "in1k": 75.9, "places205": 61.7, "inat21": 67.9},
+    "vith16_384": {"k400": 81.9, "ssv2": 72.2, "in1k": 77.4, "places205": 62.8, "inat21": 72.6},
+}
+
+# name: data fields that differ from `base_eval_config` (VJEPA_SPEC §7.2-7.4).
+DATASETS = {
+    # Kinetics-400, "16x8x3": 16 frames x 8 segments x 3 views; CSV `path label`, labels 0..399.
+    "k400": dict(source="csv", num_classes=400, num_segments=8, num_views=3, batch_size=256),
+    # Something-Something v2, "16x2x3"; CSV labels 0..173.
+    "ssv2": dict(source="csv", num_classes=174, num_segments=2, num_views=3, batch_size=256),
+    "in1k": dict(source="tfds", tfds_name="imagenet2012", train_split="train",
+                 val_split="validation", num_classes=1000),
+    # TFDS has no Places205 (only places365_small): an ImageFolder root/{train,val}/<class>/.
+    "places205": dict(source="imagefolder", train_split="train", val_split="val",
+                      num_classes=205),
+    "inat21": dict(source="tfds", tfds_name="i_naturalist2021", train_split="train",
+                   val_split="val", num_classes=10000),
+}
+IMAGE_DEFAULTS = dict(num_segments=1, num_views=1, batch_size=1024, train_scale=(0.08, 1.0),
+                      train_hflip=True)
+WEIGHT_DECAY = {"k400": 0.01, "ssv2": 0.01, "in1k": 0.001, "places205": 0.001, "inat21": 0.001}
+
+
+def base_eval_config():
+    """Defaults shared by every eval: the reference probe recipe (VJEPA_SPEC §7.2)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.pretrained = ""
+    c.which = "target"
+    c.model = base_config().model
+    c.model.attention = "auto"
+
+    c.data = ml_collections.ConfigDict(dict(
+        source="csv",  # csv | synthetic | tfds | imagefolder
+        num_classes=0,
+        require_all_classes=True,  # the train CSV must use every class 0..num_classes-1
+        train_index=(),  # csv: official-format index files `path label`
+        val_index=(),
+        tfds_name="",
+        tfds_data_dir="",
+        root="",  # imagefolder: root/<split>/<class>/<image>
+        train_split="train",
+        val_split="val",
+        synthetic_train_size=512,
+        synthetic_val_size=256,
+        synthetic_seed=1000,  # train videos use this seed, validation videos seed + 1
+        frame_step=4,
+        duration=0.0,
+        num_segments=1,  # clips per video, their tokens concatenated (K400 8, SSv2 2)
+        num_views=3,  # validation spatial views, softmax averaged (training uses 1)
+        train_scale=(0.08, 1.0),  # random resized crop of each training clip
+        train_ratio=(0.75, 4.0 / 3.0),
+        train_hflip=False,
+        batch_size=256,  # global
+        val_batch_size=0,  # 0: batch_size
+        num_workers=8,
+        prefetch=2,
+    ))
+
+    c.probe = ml_collections.ConfigDict(dict(
+        num_heads=0,  # 0: the encoder's head count
+        mlp_ratio=4.0,
+        dtype="bfloat16",  # probe matmuls; params, LayerNorm and softmax stay float32
+        feature_dtype="bfloat16",  # frozen encoder tokens handed to the probe
+        encoder_batch=0,  # >0: encode this many clips at a time (less memory for 8x3 clips)
+    ))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        epochs=20,
+        ipe=0,  # steps per epoch; 0: train examples // batch_size
+        warmup=0,
+        start_lr=1e-3,
+        lr=1e-3,
+        final_lr=0.0,
+        weight_decay=0.01,
+        final_weight_decay=1e-6,
+        clip_grad=1.0,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+    ))
+
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    c.eval = ml_collections.ConfigDict(dict(
+        log_every=50,
+        keep_checkpoints=2,
+        stop_after_epochs=0,  # stop (with a checkpoint) after this many epochs in this run
+    ))
+    return c
+
+
+def eval_config(model, dataset):
+    """The reference eval of `model` (MODELS key) on `dataset` (DATASETS key)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {sorted(MODELS)}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+    c = base_eval_config()
+    variant, resolution = MODELS[model]
+    c.model.update(variant=variant, crop_size=resolution, num_frames=16)
+    if DATASETS[dataset]["source"] != "csv":
+        c.data.update(IMAGE_DEFAULTS)
+    c.data.update(DATASETS[dataset])
+    c.optim.weight_decay = WEIGHT_DECAY[dataset]
+    return c
+
+
+def _check(ok, key, value, expected):
+    if not ok:
+        raise ValueError(f"config.{key}={value!r}: expected {expected}")
+
+
+def validate(c):
+    """Raise one ValueError naming the first eval config key with an unusable value."""
+    d, o, p = c.data, c.optim, c.probe
+    _check(c.which in ("target", "encoder"), "which", c.which, "'target' or 'encoder'")
+    _check(d.source in ("csv", "synthetic", "tfds", "imagefolder"), "data.source", d.source,
+           "csv, synthetic, tfds or imagefolder")
+    _check(isinstance(d.num_classes, int) and d.num_classes > 0, "data.num_classes",
+           d.num_classes, "a positive integer")
+    _check(d.source != "csv" or (len(d.train_index) > 0 and len(d.val_index) > 0),
+           "data.train_index/val_index", (d.train_index, d.val_index),
+           "index files for both splits when data.source='csv'")
+    _check(d.source != "tfds" or bool(d.tfds_name), "data.tfds_name", d.tfds_name,
+           "a TFDS dataset name when data.source='tfds'")
+    _check(d.source != "imagefolder" or bool(d.root), "data.root", d.root,
+           "the image folder root when data.source='imagefolder'")
+    for key in ("num_segments", "num_views", "batch_size"):
+        _check(isinstance(d[key], int) and d[key] > 0, f"data.{key}", d[key], "a positive integer")
+    _check(d.source not in ("tfds", "imagefolder") or d.num_segments == 1, "data.num_segments",
+           d.num_segments, "1 for image datasets")
+    _check(len(d.train_scale) == 2 and 0 < d.train_scale[0] <= d.train_scale[1] <= 1,
+           "data.train_scale", d.train_scale, "(lo, hi) with 0 < lo <= hi <= 1")
+    for key in ("epochs",):
+        _check(isinstance(o[key], int) and o[key] > 0, f"optim.{key}", o[key], "a positive integer")
+    _check(o.lr > 0 and o.final_lr >= 0, "optim.lr/final_lr", (o.lr, o.final_lr),
+           "lr > 0, final_lr >= 0")
+    _check(o.clip_grad is None or o.clip_grad >= 0, "optim.clip_grad", o.clip_grad, ">= 0")
+    for key in ("dtype", "feature_dtype"):
+        _check(p[key] in ("float32", "bfloat16", "float16"), f"probe.{key}", p[key],
+               "float32, bfloat16 or float16")
+    _check(c.eval.keep_checkpoints > 0, "eval.keep_checkpoints", c.eval.keep_checkpoints, "> 0")

@@ -1,0 +1,235 @@
+"""Labelled data for frozen evaluation: video CSVs, generated videos, TFDS and ImageFolder images.
+
+Every source maps an entry number to (clips uint8 [segments, T, H, W, 3], label), images being
+one segment of one frame, and raises video_lib.VideoError for an unusable entry (the pipeline
+skips it). Batches reaching the device are uint8 [B, segments, views, T, S, S, 3] plus int32
+labels; the device repeats image frames to the clip length (models/probe.py: as_clips).
+
+Train examples (VJEPA_SPEC §7.3, §7.4, simplified): every segment gets its own random resized
+crop (scale data.train_scale, ratio data.train_ratio), images also a horizontal flip; RandAugment
+and random erasing of the reference are not applied. Validation uses the data pipeline's eval
+views: 3 spatial crops after a short-side resize, or one centre crop after resizing to S*256/224.
+"""
+import logging
+import os
+
+import grain
+import ml_collections
+import numpy as np
+
+from vjepa_jax.data import index as index_lib
+from vjepa_jax.data import pipeline
+from vjepa_jax.data import transforms
+from vjepa_jax.data import video as video_lib
+
+_log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+def check_labels(labels, num_classes, where, require_all=False):
+    """Raise ValueError when a label is outside [0, num_classes) or (require_all) a class is absent."""
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size == 0:
+        raise ValueError(f"{where}: no labelled entries")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise ValueError(f"{where}: {bad.size} labels outside [0, {num_classes}) "
+                         f"(data.num_classes={num_classes}), e.g. entry {int(bad[0])} has label "
+                         f"{int(labels[bad[0]])}")
+    present = np.unique(labels).size
+    if require_all and present != num_classes:
+        raise ValueError(f"{where}: labels cover {present} of data.num_classes={num_classes} "
+                         "classes; set data.require_all_classes=False for a subset")
+    if present != num_classes:
+        _log.warning("%s: labels cover %d of %d classes", where, present, num_classes)
+    return present
+
+
+# ----------------------------------------------------------------------------- image sources
+def _image_clip(image, where):
+    """uint8 [H, W, 3] (or [H, W] / [H, W, 1] / RGBA) -> one segment of one frame [1, 1, H, W, 3]."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+        raise video_lib.VideoError(f"{where}: expected an image [H, W, 3], got {image.shape}")
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    image = image[..., :3].astype(np.uint8, copy=False)
+    return image[None, None]
+
+
+def tfds_images(name, split, data_dir="", num_classes=0):
+    """A TFDS image-classification split (data/tfds.py, no TensorFlow): single-frame clips."""
+    from vjepa_jax.data import tfds as tfds_lib
+
+    try:
+        source = tfds_lib.TfdsClips(name, split, data_dir=data_dir, frames_per_clip=1,
+                                    frame_step=1, num_clips=1)
+    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+        raise ValueError(f"TFDS dataset {name!r} split {split!r} (data.tfds_data_dir="
+                         f"{data_dir!r}) cannot be opened: {type(e).__name__}: {e}. Prepare it "
+                         "with `tfds build` (ArrayRecord format) or use data.source='imagefolder'."
+                         ) from e
+    info = getattr(source._data(), "dataset_info", None)
+    label = info.features["label"] if info is not None and "label" in info.features else None
+    found = getattr(label, "num_classes", None)
+    if num_classes and found is not None and found != num_classes:
+        raise ValueError(f"TFDS {name!r} has {found} classes, config data.num_classes={num_classes}")
+    return source
+
+
+class ImageFolder:
+    """Images under root/<split>/<class>/*.jpg; classes sorted by name are labels 0..C-1."""
+
+    def __init__(self, root, split, num_classes=0):
+        folder = os.path.join(root, split)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"image folder {folder} does not exist (data.root={root!r}, "
+                                    f"split {split!r}); expected {folder}/<class>/<image>")
+        classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        if num_classes and len(classes) != num_classes:
+            raise ValueError(f"{folder} has {len(classes)} class folders, config "
+                             f"data.num_classes={num_classes}")
+        self.classes = tuple(classes)
+        paths, labels = [], []
+        for label, cls in enumerate(classes):
+            for dirpath, _, files in sorted(os.walk(os.path.join(folder, cls))):
+                for f in sorted(files):
+                    if f.lower().endswith(IMAGE_EXTENSIONS):
+                        paths.append(os.path.join(dirpath, f))
+                        labels.append(label)
+        if not paths:
+            raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+        self.paths = tuple(paths)
+        self.labels = np.asarray(labels, np.int64)
+        self.ranges = [(0, len(paths))]
+        self.weights = ()
+
+    def __len__(self):
+        return len(self.paths)
+
+    def name(self, i):
+        return self.paths[i]
+
+    def load(self, i, rng):
+        del rng
+        from PIL import Image  # Pillow comes with matplotlib
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                image = np.asarray(im.convert("RGB"))
+        except Exception as e:  # PIL raises several types for a broken file
+            raise video_lib.VideoError(f"cannot decode image: {type(e).__name__}: {e}") from e
+        return _image_clip(image, self.paths[i]), int(self.labels[i])
+
+
+# ----------------------------------------------------------------------------- sources by config
+def make_source(config, train):
+    """The labelled source of the train or validation split named by config.data."""
+    d = config.data
+    split = "train" if train else "val"
+    if d.source == "csv":
+        files = list(d.train_index if train else d.val_index)
+        if not files:
+            raise ValueError(f"data.{split}_index: no index file given for data.source='csv'")
+        idx = index_lib.read_index(files)
+        check_labels(idx.labels, d.num_classes, f"data.{split}_index {files}",
+                     require_all=train and d.require_all_classes)
+        # Evals sample overlapping, evenly shifted clips in short videos (VJEPA_SPEC §5.2).
+        return pipeline.VideoFileClips(idx, frames_per_clip=config.model.num_frames,
+                                       frame_step=d.frame_step, duration=d.duration,
+                                       num_clips=d.num_segments, allow_overlap=True)
+    if d.source == "synthetic":
+        size = d.synthetic_train_size if train else d.synthetic_val_size
+        # Distinct seeds: validation videos are never the probe's training videos.
+        return pipeline.SyntheticClips(size, frames_per_clip=config.model.num_frames,
+                                       num_clips=d.num_segments, size=config.model.crop_size,
+                                       seed=d.synthetic_seed + (0 if train else 1))
+    if d.source == "tfds":
+        return tfds_images(d.tfds_name, d.train_split if train else d.val_split, d.tfds_data_dir,
+                           d.num_classes)
+    if d.source == "imagefolder":
+        source = ImageFolder(d.root, d.train_split if train else d.val_split, d.num_classes)
+        check_labels(source.labels, d.num_classes, f"{d.root}/{split}")
+        return source
+    raise ValueError(f"data.source={d.source!r}: expected 'csv', 'synthetic', 'tfds' or "
+                     "'imagefolder'")
+
+
+def is_image_source(config):
+    """Image datasets come as single frames; the device repeats them to a clip."""
+    return config.data.source in ("tfds", "imagefolder")
+
+
+# ----------------------------------------------------------------------------- train examples
+class TrainExample:
+    """Grain random_map: entry -> {'video': uint8 [segments, 1, T, S, S, 3], 'label', 'skipped'}."""
+
+    def __init__(self, source, size, scale, ratio, hflip):
+        self.source = source
+        self.size = size
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.hflip = hflip
+
+    def __call__(self, entry, rng):
+        i, skipped = int(entry), 0
+        while True:
+            try:
+                clips, label = self.source.load(i, rng)
+                break
+            except video_lib.VideoError as e:
+                _log.warning("skipping unusable example %s: %s", self.source.name(i), e)
+                skipped += 1
+                if skipped >= min(pipeline.MAX_CONSECUTIVE_SKIPS, len(self.source)):
+                    raise pipeline.TooManySkippedVideos(
+                        f"{skipped} unusable examples in a row, last {self.source.name(i)}: {e}"
+                    ) from e
+                i = (i + 1) % len(self.source)
+        views = []
+        for clip in clips:
+            clip = transforms.random_resized_crop(clip, rng, self.size, self.scale, self.ratio)
+            if self.hflip and rng.uniform() < 0.5:
+                clip = clip[:, :, ::-1]
+            views.append(np.ascontiguousarray(clip)[None])
+        return {"video": np.stack(views), "label": np.int32(label), "skipped": np.int32(skipped)}
+
+
+def _loader_options(d):
+    threads = int(d.get("read_threads", 0)) or (1 if d.num_workers > 0 else 4)
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(threads, int(d.prefetch)))
+
+
+def make_train_dataset(config, source, *, process_index=0, process_count=1):
+    """Infinite IterDataset of LOCAL train batches, reshuffled every epoch, resumable by Grain."""
+    d = config.data
+    ds = grain.MapDataset.range(len(source)).seed(config.seed).shuffle().repeat()
+    ds = ds.random_map(TrainExample(source, config.model.crop_size, d.train_scale, d.train_ratio,
+                                    d.train_hflip))
+    ds = ds[process_index::process_count]
+    ds = ds.batch(d.batch_size // process_count, drop_remainder=True)
+    ds = ds.to_iter_dataset(_loader_options(d))
+    if d.num_workers > 0:
+        pipeline._ensure_flags_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=int(d.num_workers), per_worker_buffer_size=max(1, int(d.prefetch))))
+    return ds
+
+
+def make_val_dataset(config, source, *, process_index=0, process_count=1):
+    """One pass over the validation split in index order, LOCAL batches padded with valid=0."""
+    d = config.data
+    frames = 1 if is_image_source(config) else config.model.num_frames
+    # The data pipeline's eval path, driven by the few keys it reads.
+    pipe = ml_collections.ConfigDict(dict(
+        seed=config.seed,
+        model=dict(num_frames=frames, crop_size=config.model.crop_size),
+        data=dict(source="given", batch_size=d.val_batch_size or d.batch_size,
+                  num_clips=d.num_segments, num_views=d.num_views, num_workers=d.num_workers,
+                  prefetch=d.prefetch, read_threads=d.get("read_threads", 0),
+                  random_resize_scale=tuple(d.train_scale),
+                  random_resize_aspect_ratio=tuple(d.train_ratio), hflip=False)))
+    return pipeline.make_dataset(pipe, train=False, process_index=process_index,
+                                 process_count=process_count, source=source)
