@@ -31,7 +31,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import grain
-from vjepa_jax import checkpoint, distributed, eval_configs, eval_data, optim, sharding
+from vjepa_jax import checkpoint, config as config_lib, distributed, eval_configs, eval_data, optim
+from vjepa_jax import sharding
 from vjepa_jax.data import pipeline
 from vjepa_jax.models import probe as probe_lib, vit
 
@@ -349,4 +350,4 @@ def define_flags():
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    config_lib.run_program(main, "vjepa_jax.eval")
