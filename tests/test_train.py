@@ -116,15 +116,18 @@ def test_check_meta_names_each_difference():
                               keys=("model", "masks"))
 
 
-def test_trains_from_real_mp4_files_with_a_csv_index(tmp_path):
-    """The demo model trains a few steps from PyAV-encoded mp4 files listed in an official CSV."""
+def test_trains_from_real_mp4_files_with_a_csv_index(tmp_path, monkeypatch):
+    """The demo model trains a few steps from PyAV-encoded mp4 files listed in an official CSV,
+    into a relative --workdir (as the README's demo command uses)."""
     from vjepa_jax.data import synthetic
     config = smoke_config()
     csv = synthetic.write_dataset(str(tmp_path / "videos"), 12, num_frames=24, height=40,
                                   width=48, seed=3)
     config.data.update(source="csv", index=(csv,), frame_step=2)
     config.train.stop_after = 2
-    state = train.run(config, str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    state = train.run(config, "run")
     rows = logger.read(str(tmp_path / "run"))
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
     assert int(state.step) == 2 and [r["step"] for r in rows] == [1, 2]
     assert all(np.isfinite(r["loss"]) and r["bad_videos"] == 0 for r in rows)

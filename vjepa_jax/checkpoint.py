@@ -22,7 +22,8 @@ def manager(workdir, keep, read_only=False):
     """CheckpointManager for DIR/checkpoints keeping the last `keep` steps, async saves."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                            read_only=read_only, enable_async_checkpointing=True)
-    return ocp.CheckpointManager(f"{workdir}/checkpoints", options=options,
+    # Orbax requires an absolute path; users naturally pass relative ones (runs/demo).
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
                                  item_names=("state", "data", "meta"))
 
 

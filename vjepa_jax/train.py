@@ -38,7 +38,7 @@ def prepare_workdir(path):
         os.remove(probe)
     except OSError as e:
         raise ValueError(f"--workdir {path} is not writable: {e.strerror or e}") from None
-    return path
+    return os.path.abspath(path)
 
 
 def model_meta(config, generators):
