@@ -25,7 +25,7 @@ def test_train_step_ema_skips_and_compiles_once():
                  after.target_params, expect)
     assert int(after.step) == 1 and int(m["skipped"]) == 0
     assert set(m) >= {"loss", "loss_0", "loss_1", "lr", "wd", "momentum", "grad_norm_encoder",
-                      "grad_norm_predictor", "skipped", "target_std"}
+                      "grad_norm_predictor", "skipped", "target_std", "target_rank"}
     np.testing.assert_allclose(m["loss"], (m["loss_0"] + m["loss_1"]) / 2, rtol=1e-6)
 
     # Steps 2 and 3 reuse the compiled step.
@@ -72,3 +72,19 @@ def test_tiny_model_overfits_a_fixed_batch():
         state, m = step(state, {"video": video}, jax.random.key(0))
         losses.append(float(m["loss"]))
     assert np.mean(losses[-5:]) < losses[0] / 1.5, losses
+
+
+def test_feature_rank_is_the_participation_ratio_of_the_covariance_eigenvalues():
+    rng = np.random.default_rng(0)
+    # Tokens spread over 3 directions with variances 4, 1, 1 in a 16-d space, plus an offset.
+    basis = np.linalg.qr(rng.normal(size=(16, 16)))[0][:3]
+    x = (rng.normal(size=(2, 500, 3)) * np.array([2.0, 1.0, 1.0])) @ basis + rng.normal(size=16)
+    lam = np.linalg.eigvalsh(np.cov(x.reshape(-1, 16).T, bias=True))
+    expect = lam.sum() ** 2 / np.square(lam).sum()
+    got = float(objective.feature_rank(jnp.asarray(x, jnp.float32)))
+    np.testing.assert_allclose(got, expect, rtol=1e-4)
+    assert 1.8 < got < 2.2  # (4+1+1)^2 / (16+1+1) = 2 for the exact variances
+    # Collapse onto one direction: rank 1, while the per-feature std stays large.
+    line = rng.normal(size=(1000, 1)) * rng.normal(size=(1, 16))
+    np.testing.assert_allclose(float(objective.feature_rank(jnp.asarray(line))), 1.0, rtol=1e-4)
+    assert float(objective.feature_std(jnp.asarray(line))) > 0.3

@@ -131,3 +131,24 @@ def test_trains_from_real_mp4_files_with_a_csv_index(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
     assert int(state.step) == 2 and [r["step"] for r in rows] == [1, 2]
     assert all(np.isfinite(r["loss"]) and r["bad_videos"] == 0 for r in rows)
+
+
+def test_online_eval_every_n_steps_is_logged_and_plotted(tmp_path):
+    import ml_collections
+    config = smoke_config()
+    config.train.eval_every = 3
+    config.online_eval = ml_collections.ConfigDict(dict(num_train=32, num_val=16, k=5,
+                                                        linear_steps=20))
+    workdir = str(tmp_path / "run")
+    train.run(config, workdir)
+    rows = logger.read(workdir)
+    online = [r for r in rows if "online/knn_top1" in r]
+    assert [r["step"] for r in online] == [3, 6]
+    for r in online:
+        for key in ("knn_top1", "linear_top1", "knn_top1_random_init", "linear_top1_random_init"):
+            assert 0.0 <= r[f"online/{key}"] <= 100.0
+    # Training rows carry the collapse monitors; the plot copes with the mixed rows.
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+    assert all(1.0 <= r["target_rank"] <= 192 for r in train_rows)  # tiny encoder width 192
+    assert os.path.getsize(os.path.join(workdir, "metrics.png")) > 10_000

@@ -44,6 +44,7 @@ def base_config():
         attention="auto",  # auto | xla | cudnn
         dtype="bfloat16",  # compute dtype; params are always float32
         remat="none",  # none | full | dots (rematerialisation policy per block)
+        scan_blocks=False,  # compile one block and loop over the depth (faster compiles)
     ))
 
     c.masks = [mask_config(8, 0.15), mask_config(2, 0.7)]
@@ -102,6 +103,9 @@ def base_config():
         keep_checkpoints=3,
         stop_after=0,  # stop (with a checkpoint) after this many steps in this run; 0: run to the end
         max_skipped_steps=100,  # abort when more steps than this had non-finite gradients
+        # warn when target_rank falls below this fraction of its first logged value (0: never)
+        rank_warning=0.5,
+        eval_every=0,  # steps between online evaluations (k-NN + linear probe); 0: off
     ))
     return c
 
@@ -133,6 +137,9 @@ def validate(c):
     _check(c.data.num_workers >= 0, "data.num_workers", c.data.num_workers, ">= 0")
     for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
         _check(c.train[key] > 0, f"train.{key}", c.train[key], "a positive integer")
+    _check(c.train.eval_every >= 0, "train.eval_every", c.train.eval_every, ">= 0 (0: off)")
+    _check(0 <= c.train.rank_warning < 1, "train.rank_warning", c.train.rank_warning,
+           "a fraction in [0, 1) (0: never warn)")
 
 
 def load_config_file(spec):

@@ -69,6 +69,20 @@ def feature_std(x):
     return x.std(axis=0).mean()
 
 
+def feature_rank(x):
+    """Effective dimensionality of tokens [..., D]: participation ratio (sum l)^2 / sum l^2.
+
+    l are the eigenvalues of the token covariance, so this is 1 when every token lies on one
+    line and D when the variance spreads evenly over all D features. It catches dimensional
+    collapse, which feature_std misses: tokens can keep their spread while it shrinks onto a
+    few directions. Needs one D x D Gram matrix and no eigendecomposition.
+    """
+    x = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    x = x - x.mean(axis=0)
+    cov = x.T @ x / x.shape[0]
+    return jnp.square(jnp.trace(cov)) / jnp.maximum(jnp.sum(jnp.square(cov)), 1e-30)
+
+
 def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
     """One update: targets, context + predictor passes, L1 loss, AdamW, EMA. Returns (state, metrics).
 
@@ -98,7 +112,8 @@ def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
         skipped=state.skipped + (~finite).astype(jnp.int32))
     metrics = {"loss": loss, "lr": sched["lr"], "wd": sched["wd"], "momentum": sched["momentum"],
                "grad_norm_encoder": norms["encoder"], "grad_norm_predictor": norms["predictor"],
-               "skipped": new_state.skipped, "target_std": feature_std(raw)}
+               "skipped": new_state.skipped, "target_std": feature_std(raw),
+               "target_rank": feature_rank(raw)}
     metrics.update({f"loss_{i}": l for i, l in enumerate(losses)})
     return new_state, metrics
 

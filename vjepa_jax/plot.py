@@ -16,8 +16,12 @@ from vjepa_jax import logger  # noqa: E402
 PANELS = (
     ("loss", ("loss", "loss_0", "loss_1", "loss_2")),
     ("target feature std (collapse if -> 0)", ("target_std",)),
+    ("target effective rank (dimensional collapse if it falls)", ("target_rank",)),
     ("grad norm", ("grad_norm_encoder", "grad_norm_predictor")),
     ("schedules", ("lr", "wd", "momentum")),
+    ("online eval top-1 % (train.eval_every)", ("online/knn_top1", "online/linear_top1",
+                                                "online/knn_top1_random_init",
+                                                "online/linear_top1_random_init")),
 )
 
 
@@ -26,18 +30,21 @@ def plot(workdir, out=None):
     rows = logger.read(workdir)
     if not rows:
         raise ValueError(f"{workdir}/metrics.jsonl has no rows yet")
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
-    steps = [r["step"] for r in rows]
-    for ax, (title, keys) in zip(axes, PANELS):
+    panels = [(t, ks) for t, ks in PANELS if any(k in r for r in rows for k in ks)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels):
         for k in keys:
-            if k in rows[0]:
-                values = [r[k] for r in rows]
-                # lr/wd/momentum live on different scales: show each relative to its maximum.
-                if title == "schedules":
-                    top = max(abs(v) for v in values) or 1.0
-                    values = [v / top for v in values]
-                    k = f"{k} / {top:.3g}"
-                ax.plot(steps, values, label=k)
+            # Rows differ: online-eval rows carry only their own keys.
+            steps = [r["step"] for r in rows if k in r]
+            values = [r[k] for r in rows if k in r]
+            if not values:
+                continue
+            # lr/wd/momentum live on different scales: show each relative to its maximum.
+            if title == "schedules":
+                top = max(abs(v) for v in values) or 1.0
+                values = [v / top for v in values]
+                k = f"{k} / {top:.3g}"
+            ax.plot(steps, values, label=k, marker="o" if len(values) < 30 else None)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)

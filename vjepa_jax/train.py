@@ -21,7 +21,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from vjepa_jax import checkpoint, config as config_lib, distributed, logger, model as model_lib
-from vjepa_jax import objective, plot, sharding, train_state
+from vjepa_jax import objective, online_eval, plot, sharding, train_state
 from vjepa_jax.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -108,6 +108,7 @@ def run(config, workdir):
     last_step = total_steps if not config.train.stop_after else min(
         total_steps, start + config.train.stop_after)
     bad_videos = seen_videos = 0
+    first_rank, rank_warned = 0.0, False
     bar = tqdm.tqdm(total=total_steps, initial=start, disable=not main_process, unit="step",
                     dynamic_ncols=True, mininterval=2.0)
     tick, tick_step = time.perf_counter(), start
@@ -130,6 +131,12 @@ def run(config, workdir):
             tick, tick_step = now, step
             writer.write(step, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
+            first_rank = first_rank or float(metrics["target_rank"])
+            if (not rank_warned and metrics["target_rank"] < config.train.rank_warning * first_rank):
+                rank_warned = True
+                log.warning("step %d: target_rank fell from %.1f to %.1f: the target features are "
+                            "collapsing onto few directions (docs/MODEL.md, 'Collapse')", step,
+                            first_rank, metrics["target_rank"])
             if not np.isfinite(metrics["loss"]):
                 log.warning("step %d: non-finite loss %s (update skipped)", step, metrics["loss"])
             if metrics["skipped"] > config.train.max_skipped_steps:
@@ -139,6 +146,11 @@ def run(config, workdir):
                     f"step {step}: {int(metrics['skipped'])} steps had non-finite gradients "
                     f"(limit train.max_skipped_steps={config.train.max_skipped_steps}); "
                     "lower optim.lr or check the data. Last state saved.")
+        if config.train.eval_every and step % config.train.eval_every == 0:
+            scores = online_eval.online_eval(encoder, state.target_params, config)
+            writer.write(step, {f"online/{k}": v for k, v in scores.items()})
+            log.info("step %d: online eval %s", step,
+                     ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
         if step % config.train.checkpoint_every == 0:
             checkpoint.save(mngr, state, data_iter, meta)
     bar.close()

@@ -1,4 +1,6 @@
 """Pre-norm transformer block shared by the encoder and the predictor (VJEPA_SPEC §1.3)."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -56,3 +58,25 @@ def block_class(remat):
     if remat == "dots":
         return nn.remat(Block, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
     raise ValueError(f"model.remat must be 'none', 'full' or 'dots', got {remat!r}")
+
+
+def run_blocks(module, x, prefix, depth, num_heads, mlp_hidden, dtype, attention, remat, scan):
+    """Apply `depth` blocks named prefix_0 .. prefix_{depth-1} to x inside `module`'s compact call.
+
+    scan=False unrolls the loop: XLA compiles every block separately. scan=True runs one block in
+    a jax.lax.scan over the blocks' parameters stacked on a new leading axis, so the block is
+    compiled once (compile time no longer grows with depth). The parameters keep the same names
+    and layout either way, so checkpoints, conversion and evaluation do not depend on the
+    choice; the cost of scan is a transient stacked copy of the block parameters (and of their
+    gradients) per step. Initialisation always takes the unrolled path to create the params.
+    """
+    make = functools.partial(block_class(remat), num_heads, mlp_hidden, dtype, attention)
+    if not scan or module.is_initializing():
+        for i in range(depth):
+            x = make(name=f"{prefix}_{i}")(x)
+        return x
+    params = module.variables["params"]
+    per_block = [nn.unbox(params[f"{prefix}_{i}"]) for i in range(depth)]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_block)
+    block = make(parent=None)  # unbound: applied to one slice of the stack per iteration
+    return jax.lax.scan(lambda h, p: (block.apply({"params": p}, h), None), x, stacked)[0]

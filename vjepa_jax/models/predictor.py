@@ -4,7 +4,7 @@ import jax.numpy as jnp
 
 from vjepa_jax.models import pos_embed
 from vjepa_jax.models.attention import resolve_backend
-from vjepa_jax.models.block import block_class, dense, layer_norm
+from vjepa_jax.models.block import dense, layer_norm, run_blocks
 
 
 class Predictor(nn.Module):
@@ -19,6 +19,7 @@ class Predictor(nn.Module):
     dtype: jnp.dtype = jnp.bfloat16
     attention: str = "xla"
     remat: str = "none"
+    scan: bool = False  # one compiled block in a lax.scan (see block.run_blocks)
 
     @nn.compact
     def __call__(self, z, ctx_idx, tgt_idx, mask_index):
@@ -32,10 +33,8 @@ class Predictor(nn.Module):
         queries = tokens[mask_index % self.num_mask_tokens] + table[tgt_idx]
         x = jnp.concatenate([x, queries], axis=1)  # context first, then target queries
         backend = resolve_backend(self.attention, self.dtype)
-        block = block_class(self.remat)
-        for i in range(self.depth):
-            x = block(self.num_heads, 4 * self.width, self.dtype, backend,
-                      name=f"predictor_blocks_{i}")(x)
+        x = run_blocks(self, x, "predictor_blocks", self.depth, self.num_heads, 4 * self.width,
+                       self.dtype, backend, self.remat, self.scan)
         x = layer_norm("predictor_norm")(x)[:, z.shape[1]:]
         return dense(self.out_width, ("pred", "embed"), self.dtype, "predictor_proj")(
             x.astype(self.dtype)).astype(jnp.float32)
@@ -48,4 +47,4 @@ def predictor_from_config(model_cfg, shape, num_mask_tokens):
         raise ValueError(f"model.pred_width={model_cfg.pred_width} is not divisible by {heads} heads")
     return Predictor(model_cfg.pred_width, model_cfg.pred_depth, heads, shape.width, shape.grid,
                      num_mask_tokens, model_cfg.uniform_power, jnp.dtype(model_cfg.dtype),
-                     model_cfg.attention, model_cfg.remat)
+                     model_cfg.attention, model_cfg.remat, model_cfg.get("scan_blocks", False))

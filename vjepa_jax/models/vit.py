@@ -7,7 +7,7 @@ import numpy as np
 
 from vjepa_jax.models import pos_embed
 from vjepa_jax.models.attention import resolve_backend
-from vjepa_jax.models.block import INIT, block_class, layer_norm
+from vjepa_jax.models.block import INIT, layer_norm, run_blocks
 
 # name: (width, depth, heads, mlp hidden)   (VJEPA_SPEC §1.6)
 SIZES = {
@@ -69,6 +69,7 @@ class VisionTransformer(nn.Module):
     dtype: jnp.dtype = jnp.bfloat16
     attention: str = "xla"
     remat: str = "none"
+    scan: bool = False  # one compiled block in a lax.scan (see block.run_blocks)
 
     @nn.compact
     def __call__(self, video, indices=None):
@@ -87,13 +88,13 @@ class VisionTransformer(nn.Module):
         if indices is not None:  # positions are added before the gather, so kept tokens keep them
             x = jnp.take_along_axis(x, indices[..., None], axis=1)
         backend = resolve_backend(self.attention, self.dtype)
-        block = block_class(self.remat)
-        for i in range(s.depth):
-            x = block(s.num_heads, s.mlp_hidden, self.dtype, backend, name=f"blocks_{i}")(x)
+        x = run_blocks(self, x, "blocks", s.depth, s.num_heads, s.mlp_hidden, self.dtype, backend,
+                       self.remat, self.scan)
         return layer_norm("norm")(x)
 
 
 def encoder_from_config(model_cfg):
     """VisionTransformer built from `config.model`."""
     return VisionTransformer(shape_from_config(model_cfg), model_cfg.uniform_power,
-                             jnp.dtype(model_cfg.dtype), model_cfg.attention, model_cfg.remat)
+                             jnp.dtype(model_cfg.dtype), model_cfg.attention, model_cfg.remat,
+                             model_cfg.get("scan_blocks", False))
