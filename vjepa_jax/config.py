@@ -1,10 +1,12 @@
 """Default pretraining config (the reference ViT-L/16 recipe) and config validation."""
 import importlib.util
+import logging
 import os
 import sys
 
 import ml_collections
 from absl import app, flags
+from absl import logging as absl_logging
 
 
 def mask_config(num_blocks, spatial_scale, *, kind="multiblock"):
@@ -153,8 +155,17 @@ def load_config_file(spec):
     return module.get_config(arg or None)
 
 
-def run_program(main, program, argv=None):
-    """absl app.run(main), with config-file and --config.* override errors reported in one line."""
+def run_program(run, program, argv=None):
+    """The command line of train and eval: `run(config, workdir)` under absl, bad input in one line.
+
+    Parses --config (with its --config.* overrides), --workdir and the multi-process flags here,
+    so a bad config file, override or flag ends in one `PROGRAM: error: ...` line instead of a
+    traceback; starts jax.distributed when launched as one of several processes; and turns the
+    errors that mean bad input (ValueError, FileNotFoundError, FloatingPointError) into one line
+    and exit status 1. Orbax's per-file INFO logging is silenced; the library logs at INFO.
+    """
+    from vjepa_jax import distributed  # here: config files import this module without jax
+
     argv = sys.argv if argv is None else argv
     exit_if_config_file_missing(argv, program)
     try:
@@ -164,6 +175,21 @@ def run_program(main, program, argv=None):
         sys.exit(f"{program}: error: unknown config key in an override: {detail}")
     except (flags.Error, KeyError, TypeError, ValueError) as e:
         sys.exit(f"{program}: error: {e}")
+
+    def main(args):
+        if len(args) > 1:
+            raise app.UsageError(f"unexpected arguments: {args[1:]}")
+        if flags.FLAGS.config is None or flags.FLAGS.workdir is None:
+            raise app.UsageError("--config and --workdir are required")
+        distributed.initialize_from_flags()
+        absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
+        logging.getLogger().setLevel(logging.INFO)
+        try:
+            run(flags.FLAGS.config, flags.FLAGS.workdir)
+        except (ValueError, FileNotFoundError, FloatingPointError) as e:
+            logging.getLogger("vjepa_jax").error("%s", e)
+            sys.exit(f"{program}: error: {e}")
+
     app.run(main, argv=argv, flags_parser=lambda _: remaining)
 
 

@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import os
-import sys
 import time
 
 import flax.linen as nn
@@ -27,16 +26,14 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import tqdm
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 import grain
 from vjepa_jax import checkpoint, config as config_lib, distributed, eval_configs, eval_data, optim
 from vjepa_jax import sharding
-from vjepa_jax.data import pipeline
 from vjepa_jax.models import probe as probe_lib, vit
 
-FLAGS = flags.FLAGS
 
 # Encoder geometry that must agree with the pretrained checkpoint; frames and resolution may differ
 # (the sin-cos table is rebuilt for the eval grid, as the reference's eval loader does).
@@ -326,20 +323,6 @@ def run(config, workdir):
     return rows
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("--config and --workdir are required")
-    distributed.initialize_from_flags()
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        run(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError, FloatingPointError, pipeline.TooManySkippedVideos) as e:
-        logging.error("%s", e)
-        sys.exit(f"vjepa_jax.eval: error: {e}")
-
-
 def define_flags():
     """Program flags; defined only when run as a program, so train and eval import side by side."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/evals/*.py).",
@@ -350,4 +333,4 @@ def define_flags():
 
 if __name__ == "__main__":
     define_flags()
-    config_lib.run_program(main, "vjepa_jax.eval")
+    config_lib.run_program(run, "vjepa_jax.eval")

@@ -10,21 +10,18 @@ saves a checkpoint and exits. Writes DIR/metrics.jsonl, DIR/tensorboard/ and DIR
 import logging
 import os
 import signal
-import sys
 import time
 
 import jax
 import numpy as np
 import tqdm
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 from ml_collections import config_flags
 
 from vjepa_jax import checkpoint, config as config_lib, distributed, logger, model as model_lib
 from vjepa_jax import objective, online_eval, plot, sharding, train_state
 from vjepa_jax.data import pipeline
 
-FLAGS = flags.FLAGS
 log = logging.getLogger("vjepa_jax")
 
 
@@ -168,21 +165,6 @@ def run(config, workdir):
     return state
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("--config and --workdir are required")
-    distributed.initialize_from_flags()
-    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
-    log.setLevel(logging.INFO)
-    try:
-        run(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError, FloatingPointError, pipeline.TooManySkippedVideos) as e:
-        log.error("%s", e)
-        sys.exit(f"vjepa_jax.train: error: {e}")
-
-
 def define_flags():
     """Program flags; defined only when run as a program so modules can be imported together."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/pretrain/*.py).",
@@ -193,4 +175,4 @@ def define_flags():
 
 if __name__ == "__main__":
     define_flags()
-    config_lib.run_program(main, "vjepa_jax.train")
+    config_lib.run_program(run, "vjepa_jax.train")

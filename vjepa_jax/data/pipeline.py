@@ -27,7 +27,7 @@ MAX_CONSECUTIVE_SKIPS = 64  # more unusable videos in a row than this means a br
 MIN_VIDEOS_FOR_SKIP_CHECK = 1000  # too few videos for a meaningful fraction before this
 
 
-class TooManySkippedVideos(RuntimeError):
+class TooManySkippedVideos(ValueError):
     """More than data.max_skip_fraction of the videos were unusable."""
 
 
