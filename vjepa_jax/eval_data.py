@@ -175,19 +175,7 @@ class TrainExample:
         self.hflip = hflip
 
     def __call__(self, entry, rng):
-        i, skipped = int(entry), 0
-        while True:
-            try:
-                clips, label = self.source.load(i, rng)
-                break
-            except video_lib.VideoError as e:
-                _log.warning("skipping unusable example %s: %s", self.source.name(i), e)
-                skipped += 1
-                if skipped >= min(pipeline.MAX_CONSECUTIVE_SKIPS, len(self.source)):
-                    raise pipeline.TooManySkippedVideos(
-                        f"{skipped} unusable examples in a row, last {self.source.name(i)}: {e}"
-                    ) from e
-                i = (i + 1) % len(self.source)
+        clips, label, skipped = pipeline.load_skipping_unusable(self.source, int(entry), rng)
         views = []
         for clip in clips:
             clip = transforms.random_resized_crop(clip, rng, self.size, self.scale, self.ratio)
@@ -197,25 +185,21 @@ class TrainExample:
         return {"video": np.stack(views), "label": np.int32(label), "skipped": np.int32(skipped)}
 
 
-def _loader_options(d):
-    threads = int(d.get("read_threads", 0)) or (1 if d.num_workers > 0 else 4)
-    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(threads, int(d.prefetch)))
-
-
 def make_train_dataset(config, source, *, process_index=0, process_count=1):
-    """Infinite IterDataset of LOCAL train batches, reshuffled every epoch, resumable by Grain."""
+    """Infinite IterDataset of LOCAL train batches, reshuffled every epoch, resumable by Grain.
+
+    Hosts take whole batches of the global order, like the pretraining pipeline, so any process
+    count sees the same global batches.
+    """
     d = config.data
+    if d.batch_size % process_count:
+        raise ValueError(f"data.batch_size={d.batch_size} is not divisible by the process count "
+                         f"{process_count}")
     ds = grain.MapDataset.range(len(source)).seed(config.seed).shuffle().repeat()
     ds = ds.random_map(TrainExample(source, config.model.crop_size, d.train_scale, d.train_ratio,
                                     d.train_hflip))
-    ds = ds[process_index::process_count]
-    ds = ds.batch(d.batch_size // process_count, drop_remainder=True)
-    ds = ds.to_iter_dataset(_loader_options(d))
-    if d.num_workers > 0:
-        pipeline._ensure_flags_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=int(d.num_workers), per_worker_buffer_size=max(1, int(d.prefetch))))
-    return ds
+    return pipeline.batched(ds, config, d.batch_size // process_count, process_index,
+                            process_count)
 
 
 def make_val_dataset(config, source, *, process_index=0, process_count=1):

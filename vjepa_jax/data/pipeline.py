@@ -94,6 +94,29 @@ class SyntheticClips:
 
 
 # ----------------------------------------------------------------------------- per-example map
+def load_skipping_unusable(source, entry, rng, start=0, stop=None):
+    """source.load(entry, rng) -> (clips, label, number of unusable entries skipped).
+
+    An unusable entry (video_lib.VideoError) is logged with its name and reason and replaced by
+    the next entry in [start, stop) (wrapping round), so a weighted index file keeps its share.
+    MAX_CONSECUTIVE_SKIPS failures in a row (or the whole range) raise TooManySkippedVideos.
+    """
+    stop = len(source) if stop is None else stop
+    i, skipped = entry, 0
+    while True:
+        try:
+            clips, label = source.load(i, rng)
+            return clips, label, skipped
+        except video_lib.VideoError as e:
+            _log.warning("skipping unusable video %s: %s", source.name(i), e)
+            skipped += 1
+            if skipped >= min(MAX_CONSECUTIVE_SKIPS, stop - start):
+                raise TooManySkippedVideos(
+                    f"{skipped} unusable videos in a row starting at {source.name(entry)}; "
+                    f"last: {source.name(i)}: {e}") from e
+            i = start + (i - start + 1) % (stop - start)
+
+
 class LoadExample:
     """Grain random_map: entry number -> augmented example dict; skips unusable entries."""
 
@@ -111,28 +134,12 @@ class LoadExample:
         for d, (start, stop) in enumerate(source.ranges):
             self._range_of[start:stop] = d
 
-    def _replacement(self, i):
-        start, stop = self.source.ranges[self._range_of[i]]
-        return start + (i - start + 1) % (stop - start)
-
     def __call__(self, entry, rng):
         entry = int(entry)
         if entry < 0:  # eval padding
             return self._padding()
-        i, skipped = entry, 0
-        while True:
-            try:
-                clips, label = self.source.load(i, rng)
-                break
-            except video_lib.VideoError as e:
-                _log.warning("skipping unusable video %s: %s", self.source.name(i), e)
-                skipped += 1
-                start, stop = self.source.ranges[self._range_of[i]]
-                if skipped >= min(MAX_CONSECUTIVE_SKIPS, stop - start):
-                    raise TooManySkippedVideos(
-                        f"{skipped} unusable videos in a row starting at "
-                        f"{self.source.name(entry)}; last: {self.source.name(i)}: {e}") from e
-                i = self._replacement(i)
+        start, stop = self.source.ranges[self._range_of[entry]]
+        clips, label, skipped = load_skipping_unusable(self.source, entry, rng, start, stop)
         if self.train:
             video = transforms.pretrain_transform(clips[0], rng, self.size, self.scale,
                                                   self.ratio, self.hflip)
@@ -217,6 +224,12 @@ def make_dataset(config, *, train=True, process_index=0, process_count=1, source
         ds = grain.MapDataset.range(total).map(_PadTo(len(source))).seed(config.seed)
     # random_map before the host slice: each example's randomness depends on its global position.
     ds = ds.random_map(load)
+    return batched(ds, config, local_batch, process_index, process_count)
+
+
+def batched(ds, config, local_batch, process_index, process_count):
+    """MapDataset of examples (in global order) -> this host's IterDataset of LOCAL batches."""
+    d = config.data
     # Batch before the workers: whole batches are the unit of work, so batches are the same for
     # any number of workers (0 in a notebook, 16 on a GPU host).
     ds = ds.batch(local_batch, drop_remainder=True)
