@@ -30,9 +30,8 @@ def start(log_path, workdir, devices, *flags):
     """`python -m vjepa_jax.train` on `devices` CPU devices, output to log_path."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_XLA}")
-    # Gloo gives a peer only 30 s to join the first collective: a process that loads the step
-    # from the persistent cache while the other compiles it would leave too early.
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # The shared persistent cache stays on: one process may load the step while the other
+    # compiles it, which train.compile_step's barrier must absorb (gloo alone waits ~30 s).
     log = open(log_path, "w")
     return subprocess.Popen([sys.executable, "-m", "vjepa_jax.train", "--config", SMOKE,
                              "--workdir", workdir, *OVERRIDES, *flags],

@@ -99,3 +99,15 @@ def initialize_from_flags():
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
     if args is not None:
         jax.distributed.initialize(**args)
+
+
+def barrier(name, timeout_s=1800):
+    """Wait until every process reaches `name` (no-op for one process).
+
+    Uses the coordination service that jax.distributed started, not a device collective, so the
+    wait may be long (a slow compile on another host); CPU collectives give up after ~30 s.
+    """
+    if jax.process_count() > 1:
+        import orbax.checkpoint as ocp
+
+        ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))

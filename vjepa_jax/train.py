@@ -45,6 +45,20 @@ def model_meta(config, generators):
         "config": config.to_json()}
 
 
+def compile_step(step_fn, state, batch, rng):
+    """Compile the jitted step for these arguments ahead of time, then line up all processes.
+
+    Compile times differ between hosts; without the barrier a fast host would sit inside the
+    first step's collectives waiting for a slow one, and CPU (gloo) collectives time out after
+    about 30 s. The barrier (coordination service, 30 min) releases once all hold executables.
+    """
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batch, rng).compile()
+    log.info("train step compiled in %.1f s", time.perf_counter() - start)
+    distributed.barrier("vjepa_jax.train.step_compiled")
+    return compiled
+
+
 def run(config, workdir):
     # ---------------------------------------------------------------- setup
     config_lib.validate(config)
@@ -106,6 +120,7 @@ def run(config, workdir):
         total_steps, start + config.train.stop_after)
     bad_videos = seen_videos = 0
     first_rank, rank_warned = 0.0, False
+    compiled = None
     bar = tqdm.tqdm(total=total_steps, initial=start, disable=not main_process, unit="step",
                     dynamic_ncols=True, mininterval=2.0)
     tick, tick_step = time.perf_counter(), start
@@ -116,7 +131,9 @@ def run(config, workdir):
         seen_videos += len(local["skipped"])
         pipeline.check_skip_fraction(bad_videos, seen_videos, config.data.max_skip_fraction)
         batch = {"video": jax.make_array_from_process_local_data(batch_sharding, local["video"])}
-        state, metrics = step_fn(state, batch, step_rng)
+        if compiled is None:
+            compiled = compile_step(step_fn, state, batch, step_rng)
+        state, metrics = compiled(state, batch, step_rng)
         step += 1
         bar.update(1)
 
