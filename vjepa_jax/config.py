@@ -76,6 +76,7 @@ def base_config():
         num_views=3,  # evaluation: spatial views per clip
         read_threads=0,  # Grain read threads (0: Grain's default)
         decode_threads=0,  # PyAV decode threads per video (0: FFmpeg's choice)
+        seek=True,  # start decoding at the keyframe before a clip, not at the video's start
         tfds_data_dir="",
         tfds_video_key="",  # feature holding the frames ('' : auto-detect)
         tfds_label_key="label",

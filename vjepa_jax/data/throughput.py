@@ -22,7 +22,8 @@ from vjepa_jax.data import transforms
 from vjepa_jax.data.synthetic import SyntheticVideos, write_mp4
 
 
-def generate_videos(directory, num_videos, num_frames, height, width, fps=30, seed=0):
+def generate_videos(directory, num_videos, num_frames, height, width, fps=30, seed=0,
+                    keyframe_interval=60):
     """Write generated mp4s [num_frames, height, width] and a CSV index; returns the CSV path."""
     os.makedirs(directory, exist_ok=True)
     # Generate in chunks of 32 frames: one long SyntheticVideos clip would need a lot of memory.
@@ -31,7 +32,9 @@ def generate_videos(directory, num_videos, num_frames, height, width, fps=30, se
         chunks = SyntheticVideos(num_frames // 32 + 1, 32, height, width, seed + i)
         frames = np.concatenate([chunks[k]["video"] for k in range(len(chunks))])[:num_frames]
         path = os.path.join(directory, f"bench_{i:04d}.mp4")
-        write_mp4(path, frames, fps=fps, crf=23, preset="medium")  # like typical web videos
+        # Like typical web videos: FFmpeg's default quality, B-frames, a keyframe every 2 s.
+        write_mp4(path, frames, fps=fps, crf=23, preset="medium",
+                  keyframe_interval=keyframe_interval)
         lines.append(f"{path} {i}\n")
     csv = os.path.join(directory, "bench.csv")
     with open(csv, "w") as f:
@@ -53,14 +56,15 @@ def _index_path(videos):
     return videos
 
 
-def measure(index, *, workers, batch_size, batches, frames, frame_step, crop, seed=0):
+def measure(index, *, workers, batch_size, batches, frames, frame_step, crop, seed=0, seek=True):
     """Clips/s: 'per_worker' (one process, wall clock), 'per_cpu_second' (the same per CPU
     second of that process), 'total' (make_dataset with `workers` worker processes)."""
     c = base_config()
     c.seed = seed
     c.model.num_frames, c.model.crop_size = frames, crop
     c.data.update(source="csv", index=(index,), batch_size=batch_size, frame_step=frame_step,
-                  num_workers=0, read_threads=1, decode_threads=1)  # as inside one worker
+                  num_workers=0, read_threads=1, decode_threads=1,  # as inside one worker
+                  seek=seek)
     source = pipeline.make_source(c, train=True)
     load = pipeline.example_loader(c, source, train=True)
     n = batch_size * batches
@@ -113,6 +117,10 @@ def main(argv=None):
     parser.add_argument("--num_videos", type=int, default=16)
     parser.add_argument("--gen_frames", type=int, default=300, help="generated video length")
     parser.add_argument("--gen_size", default="256x340", help="generated video HxW")
+    parser.add_argument("--keyframe_interval", type=int, default=60,
+                        help="generated videos: frames between keyframes (web videos: 2-5 s)")
+    parser.add_argument("--no_seek", action="store_true",
+                        help="decode every clip from the video's start (data.seek=False)")
     parser.add_argument("--keep", action="store_true", help="keep the generated videos")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
@@ -124,13 +132,14 @@ def main(argv=None):
         h, w = (int(x) for x in args.gen_size.split("x"))
         directory = tempfile.mkdtemp(prefix="vjepa_bench_")
         start = time.perf_counter()
-        index = generate_videos(directory, args.num_videos, args.gen_frames, h, w)
+        index = generate_videos(directory, args.num_videos, args.gen_frames, h, w,
+                                keyframe_interval=args.keyframe_interval)
         print(f"generated {args.num_videos} videos of {args.gen_frames} frames at {h}x{w} in "
               f"{directory} ({time.perf_counter() - start:.0f} s)")
     try:
         result = measure(index, workers=args.workers, batch_size=args.batch_size,
                          batches=args.batches, frames=args.frames, frame_step=args.frame_step,
-                         crop=args.crop)
+                         crop=args.crop, seek=not args.no_seek)
     finally:
         if directory and not args.keep:
             shutil.rmtree(directory, ignore_errors=True)

@@ -104,32 +104,24 @@ def count_frames(path):
     return n, fps
 
 
-def decode_frames(path, indices, *, threads=0):
+def decode_frames(path, indices, *, threads=0, seek=True):
     """Frames at `indices` (any order, repeats allowed) as uint8 [len(indices), H, W, 3] RGB.
 
     threads: FFmpeg decoding threads, 0 = FFmpeg's choice (all cores), 1 = no threading (best
-    when every core already runs a Grain worker).
+    when every core already runs a Grain worker). seek: jump to the keyframe before the first
+    wanted frame instead of decoding every frame from the start (the cost of a clip late in a
+    long video no longer grows with its position). Frames are numbered from their timestamps;
+    when a video's timestamps cannot be trusted for that (no frame rate, missing timestamps, a
+    seek that lands past the wanted frame) the whole decode falls back to counting from the
+    start, which is always correct.
     """
     indices = np.asarray(indices, np.int64).reshape(-1)
     wanted = set(indices.tolist())
-    last = int(indices.max())
-    found = {}
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
-        if threads != 1:
-            stream.thread_type = "AUTO"  # frame + slice threading inside FFmpeg
-            stream.thread_count = max(0, int(threads))
-        # Sequential decode from the start: no seeking, so no keyframe/timestamp pitfalls.
-        for i, frame in enumerate(container.decode(stream)):
-            if i in wanted:
-                found[i] = frame.to_ndarray(format="rgb24")
-            if i >= last:
-                break
-    except Exception as e:
-        raise VideoError(f"decode failed: {type(e).__name__}: {e}") from e
-    finally:
-        container.close()
+    found = None
+    if seek and min(wanted) > 0:
+        found = _decode(path, wanted, threads, seek=True)
+    if found is None:
+        found = _decode(path, wanted, threads, seek=False)
     missing = wanted.difference(found)
     if missing:
         raise VideoError(f"video ended before frame {min(missing)} ({len(found)} of "
@@ -137,8 +129,48 @@ def decode_frames(path, indices, *, threads=0):
     return np.stack([found[i] for i in indices.tolist()])
 
 
+def _decode(path, wanted, threads, seek):
+    """{index: frame} for the wanted indices; None when seeking cannot number frames reliably."""
+    first, last = min(wanted), max(wanted)
+    found = {}
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        if threads != 1:
+            stream.thread_type = "AUTO"  # frame + slice threading inside FFmpeg
+            stream.thread_count = max(0, int(threads))
+        if seek:
+            fps, base = _fps(stream), stream.time_base
+            if not fps or base is None:
+                return None
+            start = stream.start_time or 0
+            # Timestamp of the first wanted frame; the seek lands on the keyframe at or before it.
+            container.seek(start + int(first / fps / base), stream=stream, backward=True)
+            number = lambda frame: round(float((frame.pts - start) * base) * fps)
+        else:
+            counter = iter(range(1 << 62))
+            number = lambda frame: next(counter)
+        for frame in container.decode(stream):
+            if seek and frame.pts is None:
+                return None
+            i = number(frame)
+            if seek and not found and i > first:
+                return None  # landed past the first wanted frame: timestamps are off
+            if i in wanted:
+                found[i] = frame.to_ndarray(format="rgb24")
+            if i >= last:
+                break
+    except VideoError:
+        raise
+    except Exception as e:
+        raise VideoError(f"decode failed: {type(e).__name__}: {e}") from e
+    finally:
+        container.close()
+    return found
+
+
 def load_clips(path, rng, *, frames_per_clip, frame_step, duration=0.0, num_clips=1,
-               random_clip_sampling=True, allow_overlap=False, threads=0):
+               random_clip_sampling=True, allow_overlap=False, threads=0, seek=True):
     """Decode `num_clips` clips of a video: uint8 [num_clips, T, H, W, 3]; raises VideoError."""
     n, fps = count_frames(path)
     if n < 1:
@@ -148,7 +180,7 @@ def load_clips(path, rng, *, frames_per_clip, frame_step, duration=0.0, num_clip
                            num_clips=num_clips, rng=rng,
                            random_clip_sampling=random_clip_sampling, allow_overlap=allow_overlap)
     try:
-        frames = decode_frames(path, indices, threads=threads)
+        frames = decode_frames(path, indices, threads=threads, seek=seek)
     except VideoError:
         # The header overstated the frame count (truncated file): count by decoding, resample.
         n = _decoded_count(path)
@@ -158,7 +190,7 @@ def load_clips(path, rng, *, frames_per_clip, frame_step, duration=0.0, num_clip
                                num_clips=num_clips, rng=rng,
                                random_clip_sampling=random_clip_sampling,
                                allow_overlap=allow_overlap)
-        frames = decode_frames(path, indices, threads=threads)
+        frames = decode_frames(path, indices, threads=threads, seek=seek)
     return frames.reshape(num_clips, frames_per_clip, *frames.shape[1:])
 
 
