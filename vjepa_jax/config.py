@@ -156,17 +156,12 @@ def load_config_file(spec):
     return module.get_config(arg or None)
 
 
-def run_program(run, program, argv=None):
-    """The command line of train and eval: `run(config, workdir)` under absl, bad input in one line.
+def run_program(main, program, argv=None):
+    """absl app.run(main), with config-file and --config.* override errors reported in one line.
 
-    Parses --config (with its --config.* overrides), --workdir and the multi-process flags here,
-    so a bad config file, override or flag ends in one `PROGRAM: error: ...` line instead of a
-    traceback; starts jax.distributed when launched as one of several processes; and turns the
-    errors that mean bad input (ValueError, FileNotFoundError, FloatingPointError) into one line
-    and exit status 1. Orbax's per-file INFO logging is silenced; the library logs at INFO.
+    The flags are parsed here, so a bad config file, override or flag ends in one
+    `PROGRAM: error: ...` line instead of a traceback.
     """
-    from vjepa_jax import distributed  # here: config files import this module without jax
-
     argv = sys.argv if argv is None else argv
     exit_if_config_file_missing(argv, program)
     try:
@@ -176,6 +171,18 @@ def run_program(run, program, argv=None):
         sys.exit(f"{program}: error: unknown config key in an override: {detail}")
     except (flags.Error, KeyError, TypeError, ValueError) as e:
         sys.exit(f"{program}: error: {e}")
+    app.run(main, argv=argv, flags_parser=lambda _: remaining)
+
+
+def run_workdir_program(run, program):
+    """The command line of train and eval: `run(FLAGS.config, FLAGS.workdir)` via run_program.
+
+    Requires --config and --workdir, starts jax.distributed when launched as one of several
+    processes, and turns the errors that mean bad input (ValueError, FileNotFoundError,
+    FloatingPointError) into one line and exit status 1. Orbax's per-file INFO logging is
+    silenced; the library logs at INFO.
+    """
+    from vjepa_jax import distributed  # here: config files import this module without jax
 
     def main(args):
         if len(args) > 1:
@@ -191,7 +198,7 @@ def run_program(run, program, argv=None):
             logging.getLogger("vjepa_jax").error("%s", e)
             sys.exit(f"{program}: error: {e}")
 
-    app.run(main, argv=argv, flags_parser=lambda _: remaining)
+    run_program(main, program)
 
 
 def exit_if_config_file_missing(argv, program):

@@ -333,4 +333,4 @@ def define_flags():
 
 if __name__ == "__main__":
     define_flags()
-    config_lib.run_program(run, "vjepa_jax.eval")
+    config_lib.run_workdir_program(run, "vjepa_jax.eval")

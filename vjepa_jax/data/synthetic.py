@@ -51,7 +51,7 @@ class SyntheticVideos:
 
     num_classes = NUM_CLASSES
 
-    def __init__(self, num_videos, num_frames, height, width, seed=0):
+    def __init__(self, num_videos, num_frames, height, width, seed=0, texture=0.0):
         for name, value in (("num_videos", num_videos), ("num_frames", num_frames),
                             ("height", height), ("width", width)):
             if int(value) < 1:
@@ -61,6 +61,7 @@ class SyntheticVideos:
         self.height = int(height)
         self.width = int(width)
         self.seed = int(seed)
+        self.texture = float(texture)
         # Pixel-centre grids shared by all clips; float32 keeps generation a few ms per clip.
         self._ys = np.arange(self.height, dtype=np.float32)[None, :, None] + 0.5
         self._xs = np.arange(self.width, dtype=np.float32)[None, None, :] + 0.5
@@ -84,7 +85,21 @@ class SyntheticVideos:
         shape = int(rng.integers(len(SHAPES)))
         direction = int(rng.integers(len(DIRECTIONS)))
         video = self._render(rng, shape, direction)
+        if self.texture:
+            video = self._add_texture(video, np.random.default_rng([self.seed, index, 1]))
         return {"video": video, "label": np.int32(label_of(shape, direction))}
+
+    def _add_texture(self, video, rng):
+        """Static grain of 4x4-pixel cells on the whole frame (texture * 255 peak), same every frame.
+
+        Inside a masked region no frame shows it, so a predictor cannot know it: the grain is
+        unpredictable detail that a JEPA learns to ignore while the moving shape stays
+        predictable from the frames around it.
+        """
+        h, w = video.shape[1:3]
+        cells = rng.uniform(-1.0, 1.0, ((h + 3) // 4, (w + 3) // 4, 3)).astype(np.float32)
+        grain = np.repeat(np.repeat(cells, 4, 0), 4, 1)[:h, :w] * (255.0 * self.texture)
+        return np.clip(video.astype(np.float32) + grain, 0, 255).astype(np.uint8)
 
     def _render(self, rng, shape, direction):
         """Draw one clip [T,H,W,3] uint8 for a given shape and direction."""
