@@ -99,17 +99,3 @@ def test_write_mp4_rejects_bad_frames(tmp_path):
     with pytest.raises(ValueError, match="even"):
         write_mp4(tmp_path / "b.mp4", np.zeros((4, 15, 16, 3), np.uint8))
 
-
-def test_texture_is_static_grain_over_the_same_clip():
-    plain = SyntheticVideos(3, 6, 32, 40, seed=5)
-    grainy = SyntheticVideos(3, 6, 32, 40, seed=5, texture=0.2)
-    for i in range(3):
-        a, b = plain[i], grainy[i]
-        assert a["label"] == b["label"]
-        diff = b["video"].astype(np.int16) - a["video"].astype(np.int16)
-        assert np.abs(diff).max() <= 0.2 * 255 + 1 and np.abs(diff).mean() > 10
-        # The same grain on every frame, wherever clipping to 0..255 did not cut it.
-        unclipped = ((a["video"] > 60) & (a["video"] < 195)).all(axis=0)
-        assert unclipped.mean() > 0.3
-        np.testing.assert_allclose(diff[:, unclipped], np.broadcast_to(diff[0][unclipped],
-                                   diff[:, unclipped].shape), atol=1)

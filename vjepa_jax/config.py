@@ -73,7 +73,6 @@ def base_config():
         hflip=True,
         max_skip_fraction=0.01,  # stop if more than this fraction of videos is unreadable
         synthetic_size=4096,  # number of generated videos when source='synthetic'
-        synthetic_texture=0.0,  # static grain on generated videos (fraction of full scale)
         num_views=3,  # evaluation: spatial views per clip
         read_threads=0,  # Grain read threads (0: Grain's default)
         decode_threads=0,  # PyAV decode threads per video (0: FFmpeg's choice)

@@ -67,7 +67,6 @@ def base_eval_config():
         train_split="train",
         val_split="val",
         synthetic_train_size=512,
-        synthetic_texture=0.0,  # must match the pretraining data's data.synthetic_texture
         synthetic_val_size=256,
         synthetic_seed=1000,  # train videos use this seed, validation videos seed + 1
         frame_step=4,

@@ -146,8 +146,7 @@ def make_source(config, train):
         # Distinct seeds: validation videos are never the probe's training videos.
         return pipeline.SyntheticClips(size, frames_per_clip=config.model.num_frames,
                                        num_clips=d.num_segments, size=config.model.crop_size,
-                                       seed=d.synthetic_seed + (0 if train else 1),
-                                       texture=float(d.get("synthetic_texture", 0.0)))
+                                       seed=d.synthetic_seed + (0 if train else 1))
     if d.source == "tfds":
         return tfds_images(d.tfds_name, d.train_split if train else d.val_split, d.tfds_data_dir,
                            d.num_classes)

@@ -60,8 +60,8 @@ def options_from(config):
 
 # ----------------------------------------------------------------------------- labelled split
 @functools.lru_cache(maxsize=4)
-def _synthetic_split(num, frames, size, seed, texture):
-    videos = SyntheticVideos(num, frames, size, size, seed, texture)
+def _synthetic_split(num, frames, size, seed):
+    videos = SyntheticVideos(num, frames, size, size, seed)
     items = [videos[i] for i in range(num)]
     return (np.stack([x["video"] for x in items]),
             np.asarray([int(x["label"]) for x in items], np.int32))
@@ -98,9 +98,8 @@ def labelled_split(config, opts):
     if source == "auto":
         source = "synthetic" if config.data.source == "synthetic" else "csv"
     if source == "synthetic":
-        texture = float(config.data.get("synthetic_texture", 0.0))
-        train = _synthetic_split(opts.num_train, m.num_frames, m.crop_size, opts.seed, texture)
-        val = _synthetic_split(opts.num_val, m.num_frames, m.crop_size, opts.seed + 1, texture)
+        train = _synthetic_split(opts.num_train, m.num_frames, m.crop_size, opts.seed)
+        val = _synthetic_split(opts.num_val, m.num_frames, m.crop_size, opts.seed + 1)
         return train, val, SyntheticVideos.num_classes
     if source != "csv":
         raise ValueError(f"online_eval.source={source!r}: expected auto, synthetic or csv")

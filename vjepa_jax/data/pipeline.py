@@ -75,9 +75,8 @@ class VideoFileClips:
 class SyntheticClips:
     """Generated clips (no files): each video is num_clips * T frames at the crop size."""
 
-    def __init__(self, num_videos, *, frames_per_clip, num_clips, size, seed, texture=0.0):
-        self.videos = SyntheticVideos(num_videos, frames_per_clip * num_clips, size, size, seed,
-                                      texture)
+    def __init__(self, num_videos, *, frames_per_clip, num_clips, size, seed):
+        self.videos = SyntheticVideos(num_videos, frames_per_clip * num_clips, size, size, seed)
         self.num_clips = num_clips
         self.ranges = [(0, num_videos)]
         self.weights = ()
@@ -169,7 +168,6 @@ def make_source(config, *, train=True):
                               threads=threads, seek=bool(d.get("seek", True)))
     if d.source == "synthetic":
         return SyntheticClips(d.synthetic_size, frames_per_clip=config.model.num_frames,
-                              texture=float(d.get("synthetic_texture", 0.0)),
                               num_clips=num_clips, size=config.model.crop_size, seed=config.seed)
     if d.source == "tfds":
         from vjepa_jax.data import tfds as tfds_lib
