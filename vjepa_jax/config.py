@@ -179,8 +179,8 @@ def run_workdir_program(run, program):
 
     Requires --config and --workdir, starts jax.distributed when launched as one of several
     processes, and turns the errors that mean bad input (ValueError, FileNotFoundError,
-    FloatingPointError) into one line and exit status 1. Orbax's per-file INFO logging is
-    silenced; the library logs at INFO.
+    FloatingPointError) into one line and exit status 1. The library's loggers (`vjepa_jax.*`)
+    log at INFO, everything else (Orbax logs every file it writes) at WARNING.
     """
     from vjepa_jax import distributed  # here: config files import this module without jax
 
@@ -191,7 +191,7 @@ def run_workdir_program(run, program):
             raise app.UsageError("--config and --workdir are required")
         distributed.initialize_from_flags()
         absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
-        logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger("vjepa_jax").setLevel(logging.INFO)
         try:
             run(flags.FLAGS.config, flags.FLAGS.workdir)
         except (ValueError, FileNotFoundError, FloatingPointError) as e:

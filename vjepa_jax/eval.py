@@ -34,6 +34,8 @@ from vjepa_jax import checkpoint, config as config_lib, distributed, eval_config
 from vjepa_jax import sharding
 from vjepa_jax.models import probe as probe_lib, vit
 
+log = logging.getLogger("vjepa_jax.eval")
+
 
 # Encoder geometry that must agree with the pretrained checkpoint; frames and resolution may differ
 # (the sin-cos table is rebuilt for the eval grid, as the reference's eval loader does).
@@ -193,7 +195,7 @@ def run(config, workdir):
     train_iter = iter(eval_data.make_train_dataset(config, train_source, process_index=pi,
                                                    process_count=pc))
     val_ds = eval_data.make_val_dataset(config, val_source, process_index=pi, process_count=pc)
-    logging.info("%d train / %d val examples, %d classes, %d steps per epoch", len(train_source),
+    log.info("%d train / %d val examples, %d classes, %d steps per epoch", len(train_source),
                  len(val_source), config.data.num_classes, ipe)
 
     # ---------------------------------------------------------------- frozen encoder
@@ -209,10 +211,10 @@ def run(config, workdir):
         encoder_params = jax.device_put(host_params, enc_shardings)
     else:
         source = f"random-init encoder (seed {config.seed}): a baseline, not a pretrained model"
-        logging.warning("config.pretrained is empty: evaluating a RANDOM-INIT encoder")
+        log.warning("config.pretrained is empty: evaluating a RANDOM-INIT encoder")
         encoder_params = jax.jit(lambda k: nn.unbox(encoder.init(k, example)["params"]),
                                  out_shardings=enc_shardings)(jax.random.key(config.seed))
-    logging.info("encoder: %s", source)
+    log.info("encoder: %s", source)
 
     # ---------------------------------------------------------------- probe and optimizer
     probe = probe_lib.probe_from_config(config, shape, config.data.num_classes)
@@ -229,7 +231,7 @@ def run(config, workdir):
     abstract_state = jax.eval_shape(init_state, jax.random.key(0))
     state_shardings = jax.tree.map(lambda _: repl, abstract_state)
     n_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
-    logging.info("probe: %s parameters, %d heads", f"{n_params:,}", probe.num_heads)
+    log.info("probe: %s parameters, %d heads", f"{n_params:,}", probe.num_heads)
 
     # ---------------------------------------------------------------- compiled steps
     step_fn = jax.jit(
@@ -258,7 +260,7 @@ def run(config, workdir):
         state = mngr.restore(latest, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target),
             data=grain.checkpoint.CheckpointRestore(train_iter)))["state"]
-        logging.info("resumed probe from %s at step %d", mngr.directory, latest)
+        log.info("resumed probe from %s at step %d", mngr.directory, latest)
     else:
         state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(config.seed + 1))
     start = int(jax.device_get(state["step"]))
@@ -301,7 +303,7 @@ def run(config, workdir):
         msg = (f"epoch {epoch + 1}/{config.optim.epochs}: train loss {row['train_loss']:.4f} "
                f"top-1 {row['train_top1']:.2f} | val top-1 {row['val_top1']:.2f} "
                f"top-5 {row['val_top5']:.2f} ({row['val_count']} examples)")
-        logging.info(msg)
+        log.info(msg)
         if main_process:
             bar.write(msg)
             _write_rows(metrics_path, rows)
@@ -319,7 +321,7 @@ def run(config, workdir):
                    "best_val_top1": max(r["val_top1"] for r in rows)}
         with open(os.path.join(workdir, "eval_summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
-        logging.info("summary: %s", summary)
+        log.info("summary: %s", summary)
     return rows
 
 
