@@ -18,12 +18,12 @@ class CheckpointMismatch(ValueError):
     """The workdir holds checkpoints of a different model than the config describes."""
 
 
-def manager(workdir, keep, read_only=False):
-    """CheckpointManager for DIR/checkpoints keeping the last `keep` steps, async saves."""
+def manager(workdir, keep, read_only=False, folder="checkpoints"):
+    """CheckpointManager for DIR/<folder> keeping the last `keep` steps, async saves."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                            read_only=read_only, enable_async_checkpointing=True)
     # Orbax requires an absolute path; users naturally pass relative ones (runs/demo).
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), folder), options=options,
                                  item_names=("state", "data", "meta"))
 
 
@@ -35,8 +35,13 @@ def state_dict(state):
 
 def save(mngr, state, data_iter, meta, force=False):
     """Start an async save of state (+ data iterator, + meta) at state.step; returns whether it saved."""
-    step = int(jax.device_get(state.step))
-    items = {"state": ocp.args.StandardSave(state_dict(state)), "meta": ocp.args.JsonSave(meta)}
+    return save_tree(mngr, int(jax.device_get(state.step)), state_dict(state), data_iter, meta,
+                     force)
+
+
+def save_tree(mngr, step, tree, data_iter, meta, force=False):
+    """Start an async save of a pytree of arrays (+ data iterator, + meta) at `step`."""
+    items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     return mngr.save(step, args=ocp.args.Composite(**items), force=force)
@@ -59,9 +64,16 @@ def check_meta(saved, current, where, keys):
 
 def restore(mngr, step, state, shardings, data_iter=None):
     """Restore step into a TrainState shaped like `state`, placed with `shardings`."""
+    restored = restore_tree(mngr, step, state_dict(state), state_dict(shardings), data_iter)
+    return state.replace(**restored)
+
+
+def restore_tree(mngr, step, tree, shardings, data_iter=None):
+    """Restore step into a pytree shaped like `tree` (arrays or shape structs), placed with
+    `shardings`; the data iterator too when given and saved."""
     def abstract(x, s):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
-    target = jax.tree.map(abstract, state_dict(state), state_dict(shardings))
+    target = jax.tree.map(abstract, tree, shardings)
     items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None and not os.path.isdir(os.path.join(str(mngr.directory), str(step), "data")):
         logging.warning("checkpoint %d has no data-iterator state (an imported checkpoint?): "
@@ -69,5 +81,4 @@ def restore(mngr, step, state, shardings, data_iter=None):
         data_iter = None
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = mngr.restore(step, args=ocp.args.Composite(**items))["state"]
-    return state.replace(**restored)
+    return mngr.restore(step, args=ocp.args.Composite(**items))["state"]

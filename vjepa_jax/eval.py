@@ -24,12 +24,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 from absl import flags
 from ml_collections import config_flags
 
-import grain
 from vjepa_jax import checkpoint, config as config_lib, distributed, eval_configs, eval_data, optim
 from vjepa_jax import sharding
 from vjepa_jax.models import probe as probe_lib, vit
@@ -245,9 +243,7 @@ def run(config, workdir):
                       out_shardings=repl)
 
     # ---------------------------------------------------------------- checkpoint: resume or init
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.eval.keep_checkpoints, create=True)
-    mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "probe_checkpoints"),
-                                 options=options, item_names=("state", "data", "meta"))
+    mngr = checkpoint.manager(workdir, config.eval.keep_checkpoints, folder="probe_checkpoints")
     meta = {"model": config.model.to_dict(), "data": config.data.to_dict(),
             "probe": config.probe.to_dict(), "pretrained": config.pretrained,
             "which": config.which, "ipe": ipe, "config": config.to_json()}
@@ -255,11 +251,7 @@ def run(config, workdir):
     if latest is not None:
         checkpoint.check_meta(checkpoint.read_meta(mngr, latest), meta, workdir,
                               keys=("model", "probe", "pretrained", "which", "ipe"))
-        target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                              abstract_state, state_shardings)
-        state = mngr.restore(latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target),
-            data=grain.checkpoint.CheckpointRestore(train_iter)))["state"]
+        state = checkpoint.restore_tree(mngr, latest, abstract_state, state_shardings, train_iter)
         log.info("resumed probe from %s at step %d", mngr.directory, latest)
     else:
         state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(config.seed + 1))
@@ -303,13 +295,10 @@ def run(config, workdir):
         msg = (f"epoch {epoch + 1}/{config.optim.epochs}: train loss {row['train_loss']:.4f} "
                f"top-1 {row['train_top1']:.2f} | val top-1 {row['val_top1']:.2f} "
                f"top-5 {row['val_top5']:.2f} ({row['val_count']} examples)")
-        log.info(msg)
         if main_process:
-            bar.write(msg)
+            bar.write(msg)  # through the progress bar, once (not also to the log)
             _write_rows(metrics_path, rows)
-        mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(train_iter),
-            meta=ocp.args.JsonSave(meta)))
+        checkpoint.save_tree(mngr, step, state, train_iter, meta)
     bar.close()
     mngr.wait_until_finished()
     mngr.close()
