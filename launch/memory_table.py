@@ -39,15 +39,12 @@ def parse():
 
 
 def load_config(spec, overrides):
-    """get_config(arg) of `path[:arg]`, with KEY=VALUE overrides (Python literals)."""
+    """config_lib.load_config_file(`path[:arg]`), with KEY=VALUE overrides (Python literals)."""
     import ast
-    import importlib.util
 
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("cfg", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+    from vjepa_jax import config as config_lib
+
+    config = config_lib.load_config_file(spec)
     for item in overrides:
         key, _, value = item.partition("=")
         try:
