@@ -38,9 +38,12 @@ def _final_params(workdir):
 
 
 # ----------------------------------------------------------------------------- program
-def test_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("cache_features", [False, True])
+def test_resume_matches_uninterrupted_run(tmp_path, cache_features):
     full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
-    full = eval_lib.run(tiny_config(), str(full_dir))
+    c = tiny_config()
+    c.probe.cache_features = cache_features
+    full = eval_lib.run(c, str(full_dir))
     assert [r["epoch"] for r in full] == [1, 2]
     assert all(r["val_count"] == 12 for r in full)  # padding examples are not counted
     assert 0 <= full[-1]["val_top1"] <= full[-1]["val_top5"] <= 100
@@ -50,7 +53,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     # the metrics file may hold rows written after it.
     shutil.copytree(full_dir, resumed_dir)
     shutil.rmtree(resumed_dir / "probe_checkpoints" / "4")
-    resumed = eval_lib.run(tiny_config(), str(resumed_dir))
+    resumed = eval_lib.run(c, str(resumed_dir))
     assert [r["epoch"] for r in resumed] == [1, 2]
     for a, b in zip(full, resumed):
         for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "wd"):

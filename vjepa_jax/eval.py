@@ -28,7 +28,8 @@ import tqdm
 from absl import flags
 from ml_collections import config_flags
 
-from vjepa_jax import checkpoint, config as config_lib, distributed, eval_configs, eval_data, optim
+from vjepa_jax import checkpoint, config as config_lib, distributed, eval_configs, eval_data
+from vjepa_jax import feature_cache, optim
 from vjepa_jax import sharding
 from vjepa_jax.models import probe as probe_lib, vit
 
@@ -100,11 +101,18 @@ def schedule_config(optim_cfg, ipe):
 
 
 # ----------------------------------------------------------------------------- steps
+def batch_tokens(encoder, encoder_params, batch, probe_cfg):
+    """The frozen tokens of a batch: cached ones (batch['tokens']) or encoded from batch['video']."""
+    if "tokens" in batch:
+        return batch["tokens"]
+    return probe_lib.frozen_features(encoder, encoder_params, batch["video"],
+                                     jnp.dtype(probe_cfg.feature_dtype), probe_cfg.encoder_batch)
+
+
 def train_step(state, encoder_params, batch, *, encoder, probe, tx, sched_cfg, probe_cfg):
     """One probe update on frozen features; state = {'step', 'params', 'opt_state'}."""
     s = state["step"] + 1  # schedules advance before the update, as the reference's do
-    tokens = probe_lib.frozen_features(encoder, encoder_params, batch["video"],
-                                       jnp.dtype(probe_cfg.feature_dtype), probe_cfg.encoder_batch)
+    tokens = batch_tokens(encoder, encoder_params, batch, probe_cfg)
     labels = batch["label"]
 
     def loss_fn(params):
@@ -126,8 +134,7 @@ def train_step(state, encoder_params, batch, *, encoder, probe, tx, sched_cfg, p
 
 def eval_step(params, encoder_params, batch, *, encoder, probe, probe_cfg):
     """Sums over the valid examples of a batch: loss, top-1 and top-5 hits, count."""
-    tokens = probe_lib.frozen_features(encoder, encoder_params, batch["video"],
-                                       jnp.dtype(probe_cfg.feature_dtype), probe_cfg.encoder_batch)
+    tokens = batch_tokens(encoder, encoder_params, batch, probe_cfg)
     logits = probe_lib.view_logits(probe, params, tokens)
     probs = probe_lib.view_probs(logits)
     valid = batch["valid"].astype(jnp.float32)
@@ -183,18 +190,15 @@ def run(config, workdir):
     batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
 
     # ---------------------------------------------------------------- data
+    cached = config.probe.cache_features
+    if cached and pc > 1:
+        raise ValueError(f"probe.cache_features=True runs in one process, not {pc}: the cache is "
+                         "not split over hosts")
     train_source = eval_data.make_source(config, train=True)
     val_source = eval_data.make_source(config, train=False)
-    ipe = config.optim.ipe or len(train_source) // config.data.batch_size
-    if ipe < 1:
-        raise ValueError(f"{len(train_source)} training examples are fewer than one batch "
-                         f"(data.batch_size={config.data.batch_size})")
-    total_steps = config.optim.epochs * ipe
-    train_iter = iter(eval_data.make_train_dataset(config, train_source, process_index=pi,
-                                                   process_count=pc))
     val_ds = eval_data.make_val_dataset(config, val_source, process_index=pi, process_count=pc)
-    log.info("%d train / %d val examples, %d classes, %d steps per epoch", len(train_source),
-                 len(val_source), config.data.num_classes, ipe)
+    log.info("%d train / %d val examples, %d classes", len(train_source), len(val_source),
+             config.data.num_classes)
 
     # ---------------------------------------------------------------- frozen encoder
     encoder = vit.encoder_from_config(config.model)
@@ -213,6 +217,32 @@ def run(config, workdir):
         encoder_params = jax.jit(lambda k: nn.unbox(encoder.init(k, example)["params"]),
                                  out_shardings=enc_shardings)(jax.random.key(config.seed))
     log.info("encoder: %s", source)
+
+    # ---------------------------------------------------------------- train batches
+    # Streamed through the Grain pipeline (augmented, encoded every step), or with
+    # probe.cache_features both splits encoded once here and the probe trained on stored tokens.
+    to_global = functools.partial(_global, batch_sharding=batch_sharding)
+    if cached:
+        encode_fn = jax.jit(lambda p, b: batch_tokens(encoder, p, b, config.probe),
+                            in_shardings=(enc_shardings, batch_sharding))
+        val_bs = config.data.val_batch_size or config.data.batch_size
+        train_cache = feature_cache.encode_split(
+            encode_fn, encoder_params, eval_data.make_val_dataset(config, train_source), to_global,
+            "train split", -(-len(train_source) // val_bs))
+        val_cache = feature_cache.encode_split(encode_fn, encoder_params, val_ds, to_global,
+                                               "validation split", -(-len(val_source) // val_bs))
+        val_ds = feature_cache.ValBatches(val_cache, val_bs)
+        num_train, grain_iter = len(train_cache["label"]), None
+    else:
+        num_train = len(train_source)
+        grain_iter = iter(eval_data.make_train_dataset(config, train_source, process_index=pi,
+                                                       process_count=pc))
+    ipe = config.optim.ipe or num_train // config.data.batch_size
+    if ipe < 1:
+        raise ValueError(f"{num_train} training examples are fewer than one batch "
+                         f"(data.batch_size={config.data.batch_size})")
+    total_steps = config.optim.epochs * ipe
+    log.info("%d steps per epoch%s", ipe, ", on cached features" if cached else "")
 
     # ---------------------------------------------------------------- probe and optimizer
     probe = probe_lib.probe_from_config(config, shape, config.data.num_classes)
@@ -251,11 +281,13 @@ def run(config, workdir):
     if latest is not None:
         checkpoint.check_meta(checkpoint.read_meta(mngr, latest), meta, workdir,
                               keys=("model", "probe", "pretrained", "which", "ipe"))
-        state = checkpoint.restore_tree(mngr, latest, abstract_state, state_shardings, train_iter)
+        state = checkpoint.restore_tree(mngr, latest, abstract_state, state_shardings, grain_iter)
         log.info("resumed probe from %s at step %d", mngr.directory, latest)
     else:
         state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(config.seed + 1))
     start = int(jax.device_get(state["step"]))
+    train_iter = (feature_cache.TrainBatches(train_cache, config.data.batch_size, config.seed,
+                                             start) if cached else grain_iter)
     metrics_path = os.path.join(workdir, "eval_metrics.jsonl")
     rows = [r for r in _read_rows(metrics_path) if r["step"] <= start]
     if main_process:
@@ -274,7 +306,7 @@ def run(config, workdir):
         sums = {"loss": jnp.zeros(()), "top1": jnp.zeros(())}
         while step < (epoch + 1) * ipe:
             local = next(train_iter)
-            state, metrics = step_fn(state, encoder_params, _global(local, batch_sharding))
+            state, metrics = step_fn(state, encoder_params, to_global(local))
             sums = {k: sums[k] + metrics[k] for k in sums}  # on device: no sync per step
             step += 1
             bar.update(1)
@@ -298,7 +330,7 @@ def run(config, workdir):
         if main_process:
             bar.write(msg)  # through the progress bar, once (not also to the log)
             _write_rows(metrics_path, rows)
-        checkpoint.save_tree(mngr, step, state, train_iter, meta)
+        checkpoint.save_tree(mngr, step, state, grain_iter, meta)
     bar.close()
     mngr.wait_until_finished()
     mngr.close()
