@@ -30,7 +30,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from vjepa_jax import checkpoint, config as config_lib, optim
+from vjepa_jax import checkpoint, config as config_lib, logger, optim
 from vjepa_jax.models import pos_embed, predictor as predictor_lib, vit
 
 PREFIX = "module.backbone."
@@ -617,11 +617,7 @@ def read_safetensors(path):
 
 
 def _last_loss(workdir, step):
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return float("nan")
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = logger.read_rows(os.path.join(workdir, "metrics.jsonl"))
     losses = [r["loss"] for r in rows if "loss" in r and r["step"] <= step]
     return float(losses[-1]) if losses else float("nan")
 

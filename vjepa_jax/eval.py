@@ -29,7 +29,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from vjepa_jax import checkpoint, config as config_lib, distributed, eval_configs, eval_data
-from vjepa_jax import feature_cache, optim
+from vjepa_jax import feature_cache, logger, optim
 from vjepa_jax import sharding
 from vjepa_jax.models import probe as probe_lib, vit
 
@@ -142,19 +142,6 @@ def eval_step(params, encoder_params, batch, *, encoder, probe, probe_cfg):
             "top1": jnp.sum(probe_lib.topk_correct(probs, batch["label"], 1) * valid),
             "top5": jnp.sum(probe_lib.topk_correct(probs, batch["label"], 5) * valid),
             "count": jnp.sum(valid)}
-
-
-# ----------------------------------------------------------------------------- metrics file
-def _read_rows(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _write_rows(path, rows):
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 def _global(local, batch_sharding):
@@ -289,9 +276,8 @@ def run(config, workdir):
     train_iter = (feature_cache.TrainBatches(train_cache, config.data.batch_size, config.seed,
                                              start) if cached else grain_iter)
     metrics_path = os.path.join(workdir, "eval_metrics.jsonl")
-    rows = [r for r in _read_rows(metrics_path) if r["step"] <= start]
-    if main_process:
-        _write_rows(metrics_path, rows)  # a resumed run drops rows past its checkpoint
+    # A resumed run drops the rows past its checkpoint.
+    rows = logger.truncate_after(metrics_path, start) if main_process else []
 
     # ---------------------------------------------------------------- loop: one epoch at a time
     first_epoch = start // ipe
@@ -329,7 +315,7 @@ def run(config, workdir):
                f"top-5 {row['val_top5']:.2f} ({row['val_count']} examples)")
         if main_process:
             bar.write(msg)  # through the progress bar, once (not also to the log)
-            _write_rows(metrics_path, rows)
+            logger.append_row(metrics_path, row)
         checkpoint.save_tree(mngr, step, state, grain_iter, meta)
     bar.close()
     mngr.wait_until_finished()

@@ -14,25 +14,15 @@ class MetricWriter:
         if not enabled:
             return
         if resume_step is not None:
-            self._truncate_after(resume_step)
+            truncate_after(self.path, resume_step)  # a resumed run logs those steps again
         self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-    def _truncate_after(self, step):
-        """Drop records past the restored step: a resumed run logs those steps again."""
-        if not os.path.exists(self.path):
-            return
-        with open(self.path) as f:
-            rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        with open(self.path, "w") as f:
-            f.writelines(rows)
 
     def write(self, step, scalars):
         """Record {name: float} at `step`."""
         if not self.enabled:
             return
         row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(self.path, row)
         for k, v in row.items():
             if k != "step":
                 self.tb.add_scalar(k, v, step)
@@ -44,5 +34,25 @@ class MetricWriter:
 
 def read(workdir):
     """All rows of DIR/metrics.jsonl as a list of dicts."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return read_rows(os.path.join(workdir, "metrics.jsonl"))
+
+
+def read_rows(path):
+    """The JSON rows of a .jsonl file; [] when it does not exist yet."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def append_row(path, row):
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def truncate_after(path, step):
+    """Drop the rows of a .jsonl file whose 'step' is past `step`; returns the rows kept."""
+    rows = [r for r in read_rows(path) if r["step"] <= step]
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return rows
