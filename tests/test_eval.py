@@ -272,7 +272,6 @@ def test_linear_probe_separates_separable_classes():
 def test_online_eval_reports_scores_and_random_baseline():
     c = load_config("configs/pretrain/demo.py", "smoke")
     c.model.update(depth=1)
-    c.online_eval = online_eval.default_config()
     c.online_eval.update(num_train=24, num_val=8, batch_size=8, k=5, linear_steps=20)
     enc = vit.encoder_from_config(c.model)
     params = enc.init(jax.random.key(3), jnp.zeros((1, 4, 32, 32, 3)))["params"]

@@ -1,4 +1,5 @@
 """The training program: artifacts, exact resume, pre-emption, and clear errors for bad input."""
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +78,9 @@ def test_unknown_override_key_is_reported():
     r = cli("--config", SMOKE, "--workdir", "/tmp/unused", "--config.model.widht=3")
     assert r.returncode != 0
     assert "widht" in r.stderr and "Traceback" not in r.stderr
+    r = cli("--config", SMOKE, "--workdir", "/tmp/unused", "--config.modle.width=3")
+    assert r.returncode != 0
+    assert "unknown config section in an override" in r.stderr and "modle" in r.stderr, r.stderr
 
 
 def test_wrong_override_type_is_reported():
@@ -154,3 +158,14 @@ def test_online_eval_every_n_steps_is_logged_and_plotted(tmp_path):
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
     assert all(1.0 <= r["target_rank"] <= 192 for r in train_rows)  # tiny encoder width 192
     assert os.path.getsize(os.path.join(workdir, "metrics.png")) > 10_000
+    # The standalone program scores the finished run, with the section overridden from the
+    # command line (every pretraining config has it).
+    r = subprocess.run([sys.executable, "-m", "vjepa_jax.online_eval", "--config", SMOKE,
+                        "--workdir", workdir, "--config.online_eval.num_train=32",
+                        "--config.online_eval.num_val=16", "--config.online_eval.k=5",
+                        "--config.online_eval.linear_steps=20"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout)
+    assert printed["encoder"].endswith("step 6 (target)")
+    assert printed["knn_top1"] == pytest.approx(online[-1]["online/knn_top1"])

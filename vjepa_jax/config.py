@@ -110,6 +110,24 @@ def base_config():
         rank_warning=0.5,
         eval_every=0,  # steps between online evaluations (k-NN + linear probe); 0: off
     ))
+
+    # The labelled split and settings of the online k-NN / linear probe (vjepa_jax/online_eval.py).
+    c.online_eval = ml_collections.ConfigDict(dict(
+        source="auto",  # auto (= synthetic when data.source is synthetic, else csv) | synthetic | csv
+        train_index="",  # csv: labelled index files `path label`
+        val_index="",
+        num_classes=0,  # csv: 0 = 1 + the largest label seen; synthetic: 16
+        num_train=512,
+        num_val=256,
+        seed=2000,  # synthetic videos: train seed, validation seed + 1
+        batch_size=64,
+        k=20,
+        knn_temperature=0.07,
+        linear_steps=300,
+        linear_lr=1e-2,
+        linear_weight_decay=1e-4,
+        random_baseline=True,
+    ))
     return c
 
 
@@ -169,7 +187,9 @@ def run_program(main, program, argv=None):
     except AttributeError as e:  # ml_collections: an override names a key the config lacks
         detail = str(e).strip("'\"").replace("\\'", "'").replace("\\n", " ")
         sys.exit(f"{program}: error: unknown config key in an override: {detail}")
-    except (flags.Error, KeyError, TypeError, ValueError) as e:
+    except KeyError as e:  # ml_collections: an override goes through a section the config lacks
+        sys.exit(f"{program}: error: unknown config section in an override: {e.args[0]}")
+    except (flags.Error, TypeError, ValueError) as e:
         sys.exit(f"{program}: error: {e}")
     app.run(main, argv=argv, flags_parser=lambda _: remaining)
 

@@ -201,8 +201,7 @@ def run(config, workdir):
     else:
         source = f"random-init encoder (seed {config.seed}): a baseline, not a pretrained model"
         log.warning("config.pretrained is empty: evaluating a RANDOM-INIT encoder")
-        encoder_params = jax.jit(lambda k: nn.unbox(encoder.init(k, example)["params"]),
-                                 out_shardings=enc_shardings)(jax.random.key(config.seed))
+        encoder_params = vit.random_init_params(encoder, config.seed, enc_shardings)
     log.info("encoder: %s", source)
 
     # ---------------------------------------------------------------- train batches

@@ -13,9 +13,7 @@ pretraining videos), else the first entries of labelled CSV index files (`online
 import functools
 import json
 import logging
-import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,7 +21,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from vjepa_jax import objective
+from vjepa_jax import config as config_lib, objective
+from vjepa_jax.models import vit
 from vjepa_jax.data import index as index_lib
 from vjepa_jax.data import transforms
 from vjepa_jax.data import video as video_lib
@@ -31,27 +30,12 @@ from vjepa_jax.data.synthetic import SyntheticVideos
 
 
 def default_config():
-    """Online-eval settings; a pretraining config may hold its own copy under `online_eval`."""
-    return ml_collections.ConfigDict(dict(
-        source="auto",  # auto (= synthetic when data.source is synthetic, else csv) | synthetic | csv
-        train_index="",  # csv: labelled index files `path label`
-        val_index="",
-        num_classes=0,  # csv: 0 = 1 + the largest label seen; synthetic: 16
-        num_train=512,
-        num_val=256,
-        seed=2000,  # synthetic videos: train seed, validation seed + 1
-        batch_size=64,
-        k=20,
-        knn_temperature=0.07,
-        linear_steps=300,
-        linear_lr=1e-2,
-        linear_weight_decay=1e-4,
-        random_baseline=True,
-    ))
+    """Online-eval settings: the `online_eval` section of config.base_config()."""
+    return config_lib.base_config().online_eval
 
 
 def options_from(config):
-    """default_config() updated with config.online_eval when the config has that section."""
+    """default_config() updated with config.online_eval (configs saved before it existed lack it)."""
     opts = default_config()
     if "online_eval" in config:
         opts.update(config.online_eval.to_dict())
@@ -215,11 +199,8 @@ def random_init_scores(encoder, seed, train, val, num_classes, opts):
     """_scores of a random-init encoder of the same architecture, computed once per setting."""
     key = (encoder, int(seed), opts.to_json())
     if key not in _BASELINES:
-        s = encoder.shape
-        example = jnp.zeros((1, s.num_frames, s.crop_size, s.crop_size, 3), jnp.float32)
-        init = jax.jit(lambda k: nn.unbox(encoder.init(k, example)["params"]))
-        _BASELINES[key] = _scores(encoder, init(jax.random.key(seed)), train, val, num_classes,
-                                  opts)
+        _BASELINES[key] = _scores(encoder, vit.random_init_params(encoder, seed), train, val,
+                                  num_classes, opts)
     return _BASELINES[key]
 
 
@@ -238,31 +219,24 @@ def online_eval(encoder, params, config):
     return out
 
 
-def main(argv):
+def run(config, workdir):
+    """Print the scores of the latest checkpoint of a pretraining workdir (--which encoder)."""
     from absl import flags
     from vjepa_jax import eval as eval_lib
-    from vjepa_jax.models import vit
 
-    del argv
-    FLAGS = flags.FLAGS
-    logging.getLogger().setLevel(logging.INFO)
-    config = FLAGS.config
-    try:
-        encoder = vit.encoder_from_config(config.model)
-        params, source, _ = eval_lib.load_pretrained(ml_collections.ConfigDict(
-            dict(pretrained=FLAGS.workdir, which=FLAGS.which)))
-        result = online_eval(encoder, params, config)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"vjepa_jax.online_eval: error: {e}")
+    params, source, _ = eval_lib.load_pretrained(ml_collections.ConfigDict(
+        dict(pretrained=workdir, which=flags.FLAGS.which)))
+    result = online_eval(vit.encoder_from_config(config.model), params, config)
     print(json.dumps({"encoder": source, **result}, indent=1))
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
+    from vjepa_jax import distributed
 
     config_flags.DEFINE_config_file("config", None, "Pretraining config (configs/pretrain/*.py).")
     flags.DEFINE_string("workdir", None, "Pretraining workdir whose latest checkpoint is evaluated.")
     flags.DEFINE_enum("which", "target", ["target", "encoder"], "EMA target or online encoder.")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    distributed.define_flags()
+    config_lib.run_workdir_program(run, "vjepa_jax.online_eval")

@@ -2,6 +2,7 @@
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -98,3 +99,12 @@ def encoder_from_config(model_cfg):
     return VisionTransformer(shape_from_config(model_cfg), model_cfg.uniform_power,
                              jnp.dtype(model_cfg.dtype), model_cfg.attention, model_cfg.remat,
                              model_cfg.get("scan_blocks", False))
+
+
+def random_init_params(encoder, seed, out_shardings=None):
+    """Freshly initialised (unboxed) params of `encoder`: the random-init baseline of every eval."""
+    s = encoder.shape
+    example = jnp.zeros((1, s.num_frames, s.crop_size, s.crop_size, 3), jnp.float32)
+    init = jax.jit(lambda k: nn.unbox(encoder.init(k, example)["params"]),
+                   out_shardings=out_shardings)
+    return init(jax.random.key(seed))
