@@ -8,8 +8,10 @@
 `config.pretrained` is a pretraining workdir or an official .pth.tar; '' evaluates a random-init
 encoder (the baseline every number should be compared with). The encoder is frozen: its tokens
 are computed inside the jitted step, without gradient, and handed to the probe in
-probe.feature_dtype. Validation runs after every epoch; the probe is saved with Orbax at
-DIR/probe_checkpoints/<step>/ every epoch and a rerun with the same --workdir resumes.
+probe.feature_dtype; with probe.cache_features both splits are encoded once up front instead and
+the probe trains on the stored tokens (small datasets: vjepa_jax/feature_cache.py). Validation
+runs after every epoch; the probe is saved with Orbax at DIR/probe_checkpoints/<step>/ every
+epoch and a rerun with the same --workdir resumes.
 Writes DIR/eval_metrics.jsonl (one row per epoch) and DIR/eval_summary.json.
 """
 import functools
