@@ -25,7 +25,7 @@ def test_train_step_ema_skips_and_compiles_once():
                  after.target_params, expect)
     assert int(after.step) == 1 and int(m["skipped"]) == 0
     assert set(m) >= {"loss", "loss_0", "loss_1", "lr", "wd", "momentum", "grad_norm_encoder",
-                      "grad_norm_predictor", "skipped", "target_std", "target_rank"}
+                      "grad_norm_predictor", "skipped", "target_std", "target_rank", "context_rank"}
     np.testing.assert_allclose(m["loss"], (m["loss_0"] + m["loss_1"]) / 2, rtol=1e-6)
 
     # Steps 2 and 3 reuse the compiled step.
@@ -55,6 +55,13 @@ def test_no_gradient_reaches_target_params():
     grad_online = jax.jit(jax.grad(lambda p: objective.loss_fn(p, state.target_params, encoder, predictor,
                                                        video, masks)[0]))(state.params)
     assert any(np.any(g) for g in jax.tree.leaves(grad_online["encoder"]))
+    # The context features returned for the context_rank monitor are the online encoder's
+    # tokens on the first generator's context, and the target ones the full target pass.
+    _, (_, raw, context) = objective.loss_fn(state.params, state.target_params, encoder,
+                                             predictor, video, masks)
+    want = encoder.apply({"params": state.params["encoder"]}, video, masks[0][0])
+    np.testing.assert_allclose(context, want, rtol=1e-5, atol=1e-5)
+    assert context.shape[1] == masks[0][0].shape[1] < raw.shape[1]
 
 
 def test_tiny_model_overfits_a_fixed_batch():

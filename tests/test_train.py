@@ -156,7 +156,8 @@ def test_online_eval_every_n_steps_is_logged_and_plotted(tmp_path):
     # Training rows carry the collapse monitors; the plot copes with the mixed rows.
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
-    assert all(1.0 <= r["target_rank"] <= 192 for r in train_rows)  # tiny encoder width 192
+    assert all(1.0 <= r[k] <= 192 for r in train_rows  # tiny encoder width 192
+               for k in ("target_rank", "context_rank"))
     assert os.path.getsize(os.path.join(workdir, "metrics.png")) > 10_000
     # The standalone program scores the finished run, with the section overridden from the
     # command line (every pretraining config has it).

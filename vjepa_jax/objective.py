@@ -50,17 +50,19 @@ def targets(encoder, target_params, video):
 def loss_fn(params, target_params, encoder, predictor, video, masks):
     """Mean over generators of the per-generator mean L1 error.
 
-    Returns (loss, (per-generator losses, raw target features)). Targets pass through
-    stop_gradient: no gradient ever reaches the target encoder.
+    Returns (loss, (per-generator losses, raw target features, context features of the first
+    generator)). Targets pass through stop_gradient: no gradient ever reaches the target encoder.
     """
     h, raw = targets(encoder, target_params, video)
     h = jax.lax.stop_gradient(h)
-    losses = []
+    losses, contexts = [], []
     for i, (ctx, tgt) in enumerate(masks):
         z = encoder.apply({"params": params["encoder"]}, video, ctx)
         pred = predictor.apply({"params": params["predictor"]}, z, ctx, tgt, i)
         losses.append(jnp.abs(pred - gather(h, tgt)).mean())
-    return sum(losses) / len(losses), (losses, jax.lax.stop_gradient(raw))
+        contexts.append(z)
+    aux = (losses, jax.lax.stop_gradient(raw), jax.lax.stop_gradient(contexts[0]))
+    return sum(losses) / len(losses), aux
 
 
 def feature_std(x):
@@ -93,7 +95,7 @@ def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
     rng = jax.random.fold_in(rng, state.step)
     video = normalize(batch["video"])
     masks = sample_masks(generators, rng, video.shape[0])
-    (loss, (losses, raw)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (losses, raw, context)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.target_params, encoder, predictor, video, masks)
     finite = optim.all_finite(grads) & jnp.isfinite(loss)
     sched = optim.schedules(optim_cfg)(s)
@@ -113,7 +115,7 @@ def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
     metrics = {"loss": loss, "lr": sched["lr"], "wd": sched["wd"], "momentum": sched["momentum"],
                "grad_norm_encoder": norms["encoder"], "grad_norm_predictor": norms["predictor"],
                "skipped": new_state.skipped, "target_std": feature_std(raw),
-               "target_rank": feature_rank(raw)}
+               "target_rank": feature_rank(raw), "context_rank": feature_rank(context)}
     metrics.update({f"loss_{i}": l for i, l in enumerate(losses)})
     return new_state, metrics
 

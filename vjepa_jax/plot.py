@@ -16,7 +16,7 @@ from vjepa_jax import logger  # noqa: E402
 PANELS = (
     ("loss", ("loss", "loss_0", "loss_1", "loss_2")),
     ("target feature std (collapse if -> 0)", ("target_std",)),
-    ("target effective rank (dimensional collapse if it falls)", ("target_rank",)),
+    ("effective rank (dimensional collapse if it falls)", ("target_rank", "context_rank")),
     ("grad norm", ("grad_norm_encoder", "grad_norm_predictor")),
     ("schedules", ("lr", "wd", "momentum")),
     ("online eval top-1 % (train.eval_every)", ("online/knn_top1", "online/linear_top1",

@@ -119,7 +119,7 @@ def run(config, workdir):
     last_step = total_steps if not config.train.stop_after else min(
         total_steps, start + config.train.stop_after)
     bad_videos = seen_videos = 0
-    first_rank, rank_warned = 0.0, False
+    first_rank, rank_warned = {}, set()  # per monitor: first logged value, warned already
     compiled = None
     bar = tqdm.tqdm(total=total_steps, initial=start, disable=not main_process, unit="step",
                     dynamic_ncols=True, mininterval=2.0)
@@ -145,12 +145,14 @@ def run(config, workdir):
             tick, tick_step = now, step
             writer.write(step, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
-            first_rank = first_rank or float(metrics["target_rank"])
-            if (not rank_warned and metrics["target_rank"] < config.train.rank_warning * first_rank):
-                rank_warned = True
-                log.warning("step %d: target_rank fell from %.1f to %.1f: the target features are "
-                            "collapsing onto few directions (docs/MODEL.md, 'Collapse')", step,
-                            first_rank, metrics["target_rank"])
+            for key, features in (("target_rank", "target"), ("context_rank", "online encoder")):
+                first_rank.setdefault(key, float(metrics[key]))
+                if (key not in rank_warned
+                        and metrics[key] < config.train.rank_warning * first_rank[key]):
+                    rank_warned.add(key)
+                    log.warning("step %d: %s fell from %.1f to %.1f: the %s features are "
+                                "collapsing onto few directions (docs/MODEL.md, 'Collapse')", step,
+                                key, first_rank[key], metrics[key], features)
             if not np.isfinite(metrics["loss"]):
                 log.warning("step %d: non-finite loss %s (update skipped)", step, metrics["loss"])
             if metrics["skipped"] > config.train.max_skipped_steps:
