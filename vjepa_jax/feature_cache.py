@@ -4,8 +4,8 @@ With `probe.cache_features` the eval encodes every train and validation example 
 with the validation transform (centre crop, `data.num_segments` x `data.num_views`, no
 augmentation), and then trains the probe on the stored tokens: an epoch costs probe steps only,
 so a small dataset can be probed to convergence in minutes on a CPU. Memory: examples x views x
-tokens x width x bytes of `probe.feature_dtype` (the demo: 1280 x 256 x 192 x 2 B = 126 MB); the
-eval logs the size. One process only: the cache is not split over hosts.
+tokens x width x bytes of `probe.feature_dtype` (the demo: 1280 x 256 x 192 x 2 B = 120 MiB);
+the eval logs the size. One process only: the cache is not split over hosts.
 """
 import logging
 
@@ -26,7 +26,7 @@ def encode_split(encode_fn, encoder_params, batches, to_global, name, total=None
         tokens.append(out[valid])
         labels.append(np.asarray(local["label"])[valid])
     cache = {"tokens": np.concatenate(tokens), "label": np.concatenate(labels)}
-    log.info("cached %s features: %d examples, %s %s, %.1f MB", name, len(cache["label"]),
+    log.info("cached %s features: %d examples, %s %s, %.1f MiB", name, len(cache["label"]),
              cache["tokens"].shape[1:], cache["tokens"].dtype, cache["tokens"].nbytes / 2**20)
     return cache
 
