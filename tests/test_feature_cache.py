@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from common import load_config
 from vjepa_jax import eval as eval_lib, eval_data, feature_cache, sharding
@@ -62,3 +63,10 @@ def test_encoded_split_equals_the_encoder_on_each_clip():
     np.testing.assert_array_equal(cache["label"], labels)
     np.testing.assert_allclose(np.asarray(cache["tokens"], np.float32),
                                np.asarray(want, np.float32), rtol=2e-2, atol=2e-2)
+
+
+def test_an_empty_split_is_named():
+    with pytest.raises(ValueError, match="validation split has no examples"):
+        feature_cache.encode_split(None, None, [], None, "validation split")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        feature_cache.TrainBatches(_cache(3), 4, seed=0)

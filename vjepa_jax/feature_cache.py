@@ -17,7 +17,8 @@ log = logging.getLogger("vjepa_jax.eval")
 
 
 def encode_split(encode_fn, encoder_params, batches, to_global, name, total=None):
-    """{'tokens' [N, V, S*N, D], 'label' [N]} of every valid example of a one-pass dataset."""
+    """{'tokens' [examples, views, tokens, D], 'label' [examples]} of every valid example of a
+    one-pass dataset of local batches (padding, valid=0, dropped)."""
     tokens, labels = [], []
     for local in tqdm.tqdm(batches, desc=f"encoding {name}", unit="batch", total=total,
                            dynamic_ncols=True, mininterval=2.0):
@@ -25,6 +26,8 @@ def encode_split(encode_fn, encoder_params, batches, to_global, name, total=None
         out = np.asarray(jax.device_get(encode_fn(encoder_params, to_global(local))))
         tokens.append(out[valid])
         labels.append(np.asarray(local["label"])[valid])
+    if sum(len(x) for x in labels) == 0:
+        raise ValueError(f"the {name} has no examples to encode")
     cache = {"tokens": np.concatenate(tokens), "label": np.concatenate(labels)}
     log.info("cached %s features: %d examples, %s %s, %.1f MiB", name, len(cache["label"]),
              cache["tokens"].shape[1:], cache["tokens"].dtype, cache["tokens"].nbytes / 2**20)
