@@ -151,11 +151,11 @@ def _global(local, batch_sharding):
             for k in local if k != "skipped"}
 
 
-def validate_probe(eval_fn, params, encoder_params, val_ds, batch_sharding):
+def validate_probe(eval_fn, params, encoder_params, val_ds, to_global):
     """Loss, top-1 and top-5 (percent) over the whole validation split, padding excluded."""
     sums = None
     for local in val_ds:
-        out = eval_fn(params, encoder_params, _global(local, batch_sharding))
+        out = eval_fn(params, encoder_params, to_global(local))
         sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     n = max(float(sums["count"]), 1.0)
@@ -303,7 +303,7 @@ def run(config, workdir):
                     raise FloatingPointError(f"step {step}: probe loss is {loss}; lower optim.lr "
                                              "(the last epoch's checkpoint is kept)")
                 bar.set_postfix(loss=f"{loss:.3f}")
-        val = validate_probe(eval_fn, state["params"], encoder_params, val_ds, batch_sharding)
+        val = validate_probe(eval_fn, state["params"], encoder_params, val_ds, to_global)
         sums = jax.device_get(sums)
         row = {"epoch": epoch + 1, "step": step,
                "train_loss": float(sums["loss"]) / ipe,

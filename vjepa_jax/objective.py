@@ -55,13 +55,14 @@ def loss_fn(params, target_params, encoder, predictor, video, masks):
     """
     h, raw = targets(encoder, target_params, video)
     h = jax.lax.stop_gradient(h)
-    losses, contexts = [], []
+    losses = []
     for i, (ctx, tgt) in enumerate(masks):
         z = encoder.apply({"params": params["encoder"]}, video, ctx)
         pred = predictor.apply({"params": params["predictor"]}, z, ctx, tgt, i)
         losses.append(jnp.abs(pred - gather(h, tgt)).mean())
-        contexts.append(z)
-    aux = (losses, jax.lax.stop_gradient(raw), jax.lax.stop_gradient(contexts[0]))
+        if i == 0:
+            first_context = z
+    aux = (losses, jax.lax.stop_gradient(raw), jax.lax.stop_gradient(first_context))
     return sum(losses) / len(losses), aux
 
 
