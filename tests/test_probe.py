@@ -213,3 +213,22 @@ def test_images_are_repeated_to_the_clip_length():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
     with pytest.raises(ValueError, match="encoder expects 4"):
         probe_lib.as_clips(jnp.zeros((1, 1, 1, 2, 16, 16, 3), jnp.uint8), 4)
+
+
+def test_probe_pos_embed_adds_the_grid_table_per_segment():
+    """The reference probe is blind to token order; probe.pos_embed adds each segment's position."""
+    grid = (1, 2, 2)
+    blind, p, x = init_probe(length=8)  # two segments of a 1x2x2 grid
+    seeing = probe_lib.AttentiveClassifier(CLASSES, HEADS, dtype=jnp.float32, pos_grid=grid)
+    perm = np.array([1, 0, 3, 2, 5, 4, 7, 6])  # swaps positions inside each segment
+    np.testing.assert_allclose(apply(blind, p, x[:, perm]), apply(blind, p, x), atol=1e-6)
+    assert np.abs(np.asarray(apply(seeing, p, x[:, perm]) - apply(seeing, p, x))).max() > 1e-4
+    # Independent table: sin-cos over (t, h, w) as in VJEPA_SPEC §1.2, 12 columns per axis.
+    omega = 1.0 / 10000 ** (np.arange(6) / 6.0)
+    axis = lambda pos: np.concatenate([np.sin(pos * omega), np.cos(pos * omega)])
+    table = np.stack([np.concatenate([axis(0), axis(h), axis(w)])[:D]
+                      for h in range(2) for w in range(2)])
+    np.testing.assert_allclose(apply(seeing, p, x), apply(blind, p, x + np.tile(table, (2, 1))),
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="whole segments"):
+        apply(seeing, p, x[:, :6])

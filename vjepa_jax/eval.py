@@ -234,7 +234,7 @@ def run(config, workdir):
 
     # ---------------------------------------------------------------- probe and optimizer
     probe = probe_lib.probe_from_config(config, shape, config.data.num_classes)
-    feats = jnp.zeros((1, 8, shape.width), jnp.float32)
+    feats = jnp.zeros((1, shape.num_tokens, shape.width), jnp.float32)  # one segment
     sched_cfg = schedule_config(config.optim, ipe)
 
     def init_state(rng):

@@ -87,6 +87,9 @@ def base_eval_config():
         mlp_ratio=4.0,
         dtype="bfloat16",  # probe matmuls; params, LayerNorm and softmax stay float32
         feature_dtype="bfloat16",  # frozen encoder tokens handed to the probe
+        # Add the encoder's fixed sin-cos position table to the frozen tokens before the probe.
+        # Not in the reference, whose probe cannot see where a token is; see docs/EVAL.md.
+        pos_embed=False,
         encoder_batch=0,  # >0: encode this many clips at a time (less memory for 8x3 clips)
         # Encode both splits once (validation transform, no augmentation) and train on the stored
         # tokens: small datasets only, one process (vjepa_jax/feature_cache.py).
@@ -166,6 +169,6 @@ def validate(c):
     for key in ("dtype", "feature_dtype"):
         _check(p[key] in ("float32", "bfloat16", "float16"), f"probe.{key}", p[key],
                "float32, bfloat16 or float16")
-    _check(isinstance(p.cache_features, bool), "probe.cache_features", p.cache_features,
-           "True or False")
+    for key in ("cache_features", "pos_embed"):
+        _check(isinstance(p[key], bool), f"probe.{key}", p[key], "True or False")
     _check(c.eval.keep_checkpoints > 0, "eval.keep_checkpoints", c.eval.keep_checkpoints, "> 0")

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vjepa_jax import objective
+from vjepa_jax.models import pos_embed
 from vjepa_jax.models.attention import attention, resolve_backend
 
 PROBE_LN_EPS = 1e-5  # torch nn.LayerNorm default: the probe does not use the encoder's 1e-6
@@ -88,10 +89,19 @@ class AttentiveClassifier(nn.Module):
     mlp_ratio: float = 4.0
     dtype: jnp.dtype = jnp.bfloat16
     attention: str = "xla"
+    # Not in the reference (its probe is position-blind): a token grid (T', H', W') here adds the
+    # fixed sin-cos table of that grid to every segment's tokens before the cross-attention.
+    pos_grid: tuple = ()
 
     @nn.compact
     def __call__(self, x):
-        b, _, d = x.shape
+        b, length, d = x.shape
+        if self.pos_grid:
+            table = pos_embed.sincos_3d(d, self.pos_grid)
+            if length % len(table):
+                raise ValueError(f"{length} tokens are not whole segments of the {self.pos_grid} "
+                                 f"grid ({len(table)} tokens)")
+            x = x.astype(jnp.float32) + jnp.tile(table, (length // len(table), 1))
         query = self.param("query_tokens", INIT, (1, 1, d), jnp.float32)
         q = jnp.broadcast_to(query, (b, 1, d))
         pooled = CrossAttentionBlock(self.num_heads, self.mlp_ratio, self.dtype, self.attention,
@@ -112,7 +122,8 @@ def probe_from_config(config, encoder_shape, num_classes):
         raise ValueError(f"probe.num_heads={heads} does not divide the encoder width "
                          f"{encoder_shape.width}")
     return AttentiveClassifier(num_classes, heads, p.mlp_ratio, jnp.dtype(p.dtype),
-                               config.model.attention)
+                               config.model.attention,
+                               tuple(encoder_shape.grid) if p.pos_embed else ())
 
 
 # ----------------------------------------------------------------------------- protocol
