@@ -150,8 +150,9 @@ def run(config, workdir):
                 if (key not in rank_warned
                         and metrics[key] < config.train.rank_warning * first_rank[key]):
                     rank_warned.add(key)
-                    log.warning("step %d: %s fell from %.1f to %.1f: the %s features are "
-                                "collapsing onto few directions (docs/MODEL.md, 'Collapse')", step,
+                    log.warning("step %d: %s fell from %.1f to %.1f: the %s features may be "
+                                "collapsing onto few directions, or only dropping the position "
+                                "table (docs/MODEL.md, 'Collapse')", step,
                                 key, first_rank[key], metrics[key], features)
             if not np.isfinite(metrics["loss"]):
                 log.warning("step %d: non-finite loss %s (update skipped)", step, metrics["loss"])
