@@ -223,12 +223,20 @@ def test_probe_pos_embed_adds_the_grid_table_per_segment():
     perm = np.array([1, 0, 3, 2, 5, 4, 7, 6])  # swaps positions inside each segment
     np.testing.assert_allclose(apply(blind, p, x[:, perm]), apply(blind, p, x), atol=1e-6)
     assert np.abs(np.asarray(apply(seeing, p, x[:, perm]) - apply(seeing, p, x))).max() > 1e-4
-    # Independent table: sin-cos over (t, h, w) as in VJEPA_SPEC §1.2, 12 columns per axis.
-    omega = 1.0 / 10000 ** (np.arange(6) / 6.0)
-    axis = lambda pos: np.concatenate([np.sin(pos * omega), np.cos(pos * omega)])
-    table = np.stack([np.concatenate([axis(0), axis(h), axis(w)])[:D]
-                      for h in range(2) for w in range(2)])
-    np.testing.assert_allclose(apply(seeing, p, x), apply(blind, p, x + np.tile(table, (2, 1))),
-                               rtol=1e-4, atol=1e-5)
+    # Independent tables: sin-cos over (t, h, w) as in VJEPA_SPEC §1.2, with 12 columns per axis
+    # (uniform_power) or D/2, D/4, D/4 columns.
+    def axis(pos, width):
+        omega = 1.0 / 10000 ** (np.arange(width // 2) / (width / 2))
+        return np.concatenate([np.sin(pos * omega), np.cos(pos * omega)])
+
+    for uniform, widths in ((True, (12, 12, 12)), (False, (D // 2, D // 4, D // 4))):
+        table = np.stack([np.concatenate([axis(0, widths[0]), axis(h, widths[1]),
+                                          axis(w, widths[2])])[:D]
+                          for h in range(2) for w in range(2)])
+        module = probe_lib.AttentiveClassifier(CLASSES, HEADS, dtype=jnp.float32, pos_grid=grid,
+                                               uniform_power=uniform)
+        np.testing.assert_allclose(apply(module, p, x),
+                                   apply(blind, p, x + np.tile(table, (2, 1))),
+                                   rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="whole segments"):
         apply(seeing, p, x[:, :6])

@@ -90,14 +90,16 @@ class AttentiveClassifier(nn.Module):
     dtype: jnp.dtype = jnp.bfloat16
     attention: str = "xla"
     # Not in the reference (its probe is position-blind): a token grid (T', H', W') here adds the
-    # fixed sin-cos table of that grid to every segment's tokens before the cross-attention.
+    # fixed sin-cos table of that grid (the encoder's recipe, `uniform_power` included) to every
+    # segment's tokens before the cross-attention.
     pos_grid: tuple = ()
+    uniform_power: bool = True
 
     @nn.compact
     def __call__(self, x):
         b, length, d = x.shape
         if self.pos_grid:
-            table = pos_embed.sincos_3d(d, self.pos_grid)
+            table = pos_embed.sincos_3d(d, self.pos_grid, self.uniform_power)
             if length % len(table):
                 raise ValueError(f"{length} tokens are not whole segments of the {self.pos_grid} "
                                  f"grid ({len(table)} tokens)")
@@ -123,7 +125,8 @@ def probe_from_config(config, encoder_shape, num_classes):
                          f"{encoder_shape.width}")
     return AttentiveClassifier(num_classes, heads, p.mlp_ratio, jnp.dtype(p.dtype),
                                config.model.attention,
-                               tuple(encoder_shape.grid) if p.pos_embed else ())
+                               tuple(encoder_shape.grid) if p.pos_embed else (),
+                               config.model.uniform_power)
 
 
 # ----------------------------------------------------------------------------- protocol
