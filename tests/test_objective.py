@@ -25,7 +25,8 @@ def test_train_step_ema_skips_and_compiles_once():
                  after.target_params, expect)
     assert int(after.step) == 1 and int(m["skipped"]) == 0
     assert set(m) >= {"loss", "loss_0", "loss_1", "lr", "wd", "momentum", "grad_norm_encoder",
-                      "grad_norm_predictor", "skipped", "target_std", "target_rank", "context_rank"}
+                      "grad_norm_predictor", "skipped", "target_std", "target_rank", "context_rank",
+                      "baseline_loss"}
     np.testing.assert_allclose(m["loss"], (m["loss_0"] + m["loss_1"]) / 2, rtol=1e-6)
 
     # Steps 2 and 3 reuse the compiled step.
@@ -62,6 +63,24 @@ def test_no_gradient_reaches_target_params():
     want = encoder.apply({"params": state.params["encoder"]}, video, masks[0][0])
     np.testing.assert_allclose(context, want, rtol=1e-5, atol=1e-5)
     assert context.shape[1] == masks[0][0].shape[1] < raw.shape[1]
+
+
+def test_baseline_loss_is_the_error_of_clip_plus_position_means():
+    rng = np.random.default_rng(0)
+    b, n, d = 3, 10, 4
+    masks = [(None, jnp.asarray(rng.integers(0, n, (b, k)), jnp.int32)) for k in (2, 5)]
+    # Targets made of a per-clip vector plus a per-position vector: the trivial predictor is exact.
+    additive = rng.normal(size=(b, 1, d)) + rng.normal(size=(1, n, d))
+    assert float(objective.baseline_loss(jnp.asarray(additive, jnp.float32), masks)) < 1e-6
+    # Anything else is left over; check against an explicit loop over clips and tokens.
+    h = rng.normal(size=(b, n, d))
+    want = []
+    for _, tgt in masks:
+        errs = [np.abs(h[i].mean(0) + h[:, j].mean(0) - h.mean((0, 1)) - h[i, j]).mean()
+                for i in range(b) for j in np.asarray(tgt[i])]
+        want.append(np.mean(errs))
+    got = objective.baseline_loss(jnp.asarray(h, jnp.float32), masks)
+    np.testing.assert_allclose(got, np.mean(want), rtol=1e-5)
 
 
 def test_tiny_model_overfits_a_fixed_batch():

@@ -66,6 +66,22 @@ def loss_fn(params, target_params, encoder, predictor, video, masks):
     return sum(losses) / len(losses), aux
 
 
+def baseline_loss(h, masks):
+    """L1 loss of a predictor that knows only each clip's mean target and each position's mean.
+
+    h: layer-normed targets [B, N, D]. The trivial prediction for token n of clip b is
+    mean_n h[b] + mean_b h[:, n] - mean h (batch statistics, which even see the hidden tokens);
+    its error is averaged over the target tokens of every generator like the real loss. A
+    predictor scoring above it has learned no more than clip-level appearance and the
+    position-wise average; below it, it predicts what is where in the hidden region.
+    """
+    clip = h.mean(axis=1, keepdims=True)
+    position = h.mean(axis=0, keepdims=True)
+    trivial = clip + position - h.mean(axis=(0, 1), keepdims=True)
+    errors = [jnp.abs(gather(trivial, tgt) - gather(h, tgt)).mean() for _, tgt in masks]
+    return sum(errors) / len(errors)
+
+
 def feature_std(x):
     """Mean over features of the std across all tokens; near 0 signals collapse."""
     x = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
@@ -98,6 +114,7 @@ def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
     masks = sample_masks(generators, rng, video.shape[0])
     (loss, (losses, raw, context)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.target_params, encoder, predictor, video, masks)
+    baseline = baseline_loss(feature_layer_norm(raw), masks)
     finite = optim.all_finite(grads) & jnp.isfinite(loss)
     sched = optim.schedules(optim_cfg)(s)
     grads, norms = optim.clip_by_module(grads, optim_cfg.clip_grad, optim.clip_active(optim_cfg, s))
@@ -113,7 +130,7 @@ def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
         opt_state=keep(opt_state, state.opt_state),
         target_params=keep(target, state.target_params),
         skipped=state.skipped + (~finite).astype(jnp.int32))
-    metrics = {"loss": loss, "lr": sched["lr"], "wd": sched["wd"], "momentum": sched["momentum"],
+    metrics = {"loss": loss, "baseline_loss": baseline, "lr": sched["lr"], "wd": sched["wd"], "momentum": sched["momentum"],
                "grad_norm_encoder": norms["encoder"], "grad_norm_predictor": norms["predictor"],
                "skipped": new_state.skipped, "target_std": feature_std(raw),
                "target_rank": feature_rank(raw), "context_rank": feature_rank(context)}

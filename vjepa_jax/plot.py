@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from vjepa_jax import logger  # noqa: E402
 
 PANELS = (
-    ("loss", ("loss", "loss_0", "loss_1", "loss_2")),
+    ("loss (baseline_loss: clip mean + position mean)",
+     ("loss", "loss_0", "loss_1", "loss_2", "baseline_loss")),
     ("target feature std (collapse if -> 0)", ("target_std",)),
     ("effective rank (dimensional collapse if it falls)", ("target_rank", "context_rank")),
     ("grad norm", ("grad_norm_encoder", "grad_norm_predictor")),
