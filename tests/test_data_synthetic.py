@@ -50,6 +50,14 @@ def test_index_and_argument_errors():
         synthetic.describe(16)
 
 
+def test_label_factors_name_the_shape_and_direction_of_every_class():
+    labels = np.arange(synthetic.NUM_CLASSES)
+    parts = synthetic.label_factors(labels)
+    for label, shape, direction in zip(labels, parts["shape"], parts["direction"]):
+        assert synthetic.describe(int(label)) == (
+            f"{synthetic.SHAPES[shape]} moving {synthetic.DIRECTIONS[direction]}")
+
+
 def test_frames_change_over_time():
     item = SyntheticVideos(1, 16, 32, 32, seed=1)[0]
     v = item["video"].astype(np.int32)

@@ -47,6 +47,9 @@ def test_resume_matches_uninterrupted_run(tmp_path, cache_features):
     assert [r["epoch"] for r in full] == [1, 2]
     assert all(r["val_count"] == 12 for r in full)  # padding examples are not counted
     assert 0 <= full[-1]["val_top1"] <= full[-1]["val_top5"] <= 100
+    # Generated videos also get shape and direction scored apart; a right class has both right.
+    for r in full:
+        assert r["val_top1"] <= min(r["val_top1_shape"], r["val_top1_direction"]) <= 100
     assert sorted(os.listdir(full_dir / "probe_checkpoints")) == ["2", "4"]  # one per epoch
 
     # A run killed after its first epoch: the epoch-1 checkpoint is the last one on disk, and
@@ -64,7 +67,20 @@ def test_resume_matches_uninterrupted_run(tmp_path, cache_features):
     assert [r["epoch"] for r in rows] == [1, 2]
     summary = json.load(open(resumed_dir / "eval_summary.json"))
     assert summary["final_val_top1"] == resumed[-1]["val_top1"]
+    assert summary["final_val_top1_shape"] == resumed[-1]["val_top1_shape"]
     assert "random-init" in summary["encoder"]
+
+
+def test_factor_hits_score_each_part_of_the_label():
+    from vjepa_jax.data.synthetic import label_factors, label_of
+
+    labels = jnp.array([label_of(1, 2), label_of(3, 0), label_of(0, 1)])
+    # Predicted: right shape wrong direction, all right, wrong shape right direction.
+    probs = jax.nn.one_hot(jnp.array([label_of(1, 3), label_of(3, 0), label_of(2, 1)]), 16)
+    hits = eval_lib.factor_hits(probs, labels, label_factors)
+    np.testing.assert_array_equal(hits["top1_shape"], [1, 1, 0])
+    np.testing.assert_array_equal(hits["top1_direction"], [0, 1, 1])
+    assert eval_lib.factor_hits(probs, labels, None) == {}
 
 
 def test_probe_schedules_follow_the_reference_formulas():

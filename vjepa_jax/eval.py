@@ -134,16 +134,29 @@ def train_step(state, encoder_params, batch, *, encoder, probe, tx, sched_cfg, p
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
 
-def eval_step(params, encoder_params, batch, *, encoder, probe, probe_cfg):
-    """Sums over the valid examples of a batch: loss, top-1 and top-5 hits, count."""
+def factor_hits(probs, labels, factors):
+    """{'top1_NAME': 1.0 where the top-1 class agrees with the label on factor NAME} ({} if None).
+
+    factors maps class ids to named parts (eval_data.label_factors), e.g. the shape and the
+    direction of a generated clip's class.
+    """
+    if factors is None:
+        return {}
+    pred, true = factors(jnp.argmax(probs, axis=-1)), factors(labels)
+    return {f"top1_{name}": (pred[name] == true[name]).astype(jnp.float32) for name in pred}
+
+
+def eval_step(params, encoder_params, batch, *, encoder, probe, probe_cfg, factors=None):
+    """Sums over the valid examples of a batch: loss, top-1 (overall and per factor), top-5, count."""
     tokens = batch_tokens(encoder, encoder_params, batch, probe_cfg)
     logits = probe_lib.view_logits(probe, params, tokens)
     probs = probe_lib.view_probs(logits)
     valid = batch["valid"].astype(jnp.float32)
+    hits = factor_hits(probs, batch["label"], factors)
     return {"loss": jnp.sum(probe_lib.view_loss(logits, batch["label"]) * valid),
             "top1": jnp.sum(probe_lib.topk_correct(probs, batch["label"], 1) * valid),
             "top5": jnp.sum(probe_lib.topk_correct(probs, batch["label"], 5) * valid),
-            "count": jnp.sum(valid)}
+            "count": jnp.sum(valid), **{k: jnp.sum(v * valid) for k, v in hits.items()}}
 
 
 def _global(local, batch_sharding):
@@ -152,15 +165,17 @@ def _global(local, batch_sharding):
 
 
 def validate_probe(eval_fn, params, encoder_params, val_ds, to_global):
-    """Loss, top-1 and top-5 (percent) over the whole validation split, padding excluded."""
+    """Loss, top-1 (and per factor) and top-5 (percent) over the validation split, no padding."""
     sums = None
     for local in val_ds:
         out = eval_fn(params, encoder_params, to_global(local))
         sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     n = max(float(sums["count"]), 1.0)
-    return {"val_loss": float(sums["loss"]) / n, "val_top1": 100.0 * float(sums["top1"]) / n,
-            "val_top5": 100.0 * float(sums["top5"]) / n, "val_count": int(sums["count"])}
+    out = {"val_loss": float(sums["loss"]) / n, "val_top1": 100.0 * float(sums["top1"]) / n,
+           "val_top5": 100.0 * float(sums["top5"]) / n, "val_count": int(sums["count"])}
+    out.update({f"val_{k}": 100.0 * float(v) / n for k, v in sums.items() if k.startswith("top1_")})
+    return out
 
 
 def run(config, workdir):
@@ -256,7 +271,8 @@ def run(config, workdir):
         donate_argnums=(0,), in_shardings=(state_shardings, enc_shardings, batch_sharding),
         out_shardings=(state_shardings, repl))
     eval_fn = jax.jit(functools.partial(eval_step, encoder=encoder, probe=probe,
-                                        probe_cfg=config.probe),
+                                        probe_cfg=config.probe,
+                                        factors=eval_data.label_factors(config)),
                       in_shardings=(state_shardings["params"], enc_shardings, batch_sharding),
                       out_shardings=repl)
 
@@ -314,6 +330,10 @@ def run(config, workdir):
         msg = (f"epoch {epoch + 1}/{config.optim.epochs}: train loss {row['train_loss']:.4f} "
                f"top-1 {row['train_top1']:.2f} | val top-1 {row['val_top1']:.2f} "
                f"top-5 {row['val_top5']:.2f} ({row['val_count']} examples)")
+        factor_keys = [k for k in row if k.startswith("val_top1_")]
+        if factor_keys:
+            msg += "; top-1 per factor: " + ", ".join(
+                f"{k[len('val_top1_'):]} {row[k]:.2f}" for k in factor_keys)
         if main_process:
             bar.write(msg)  # through the progress bar, once (not also to the log)
             logger.append_row(metrics_path, row)
@@ -326,7 +346,8 @@ def run(config, workdir):
     if rows and main_process:
         summary = {"encoder": source, "epochs": rows[-1]["epoch"],
                    "final_val_top1": rows[-1]["val_top1"], "final_val_top5": rows[-1]["val_top5"],
-                   "best_val_top1": max(r["val_top1"] for r in rows)}
+                   "best_val_top1": max(r["val_top1"] for r in rows),
+                   **{f"final_{k}": v for k, v in rows[-1].items() if k.startswith("val_top1_")}}
         with open(os.path.join(workdir, "eval_summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
         log.info("summary: %s", summary)

@@ -19,6 +19,7 @@ import numpy as np
 
 from vjepa_jax.data import index as index_lib
 from vjepa_jax.data import pipeline
+from vjepa_jax.data import synthetic
 from vjepa_jax.data import transforms
 from vjepa_jax.data import video as video_lib
 
@@ -126,6 +127,15 @@ class ImageFolder:
 
 
 # ----------------------------------------------------------------------------- sources by config
+def label_factors(config):
+    """Function splitting class ids into named parts scored on their own, or None.
+
+    Generated videos: shape and motion direction, so the eval reports which half of the label
+    an encoder gets right.
+    """
+    return synthetic.label_factors if config.data.source == "synthetic" else None
+
+
 def make_source(config, train):
     """The labelled source of the train or validation split named by config.data."""
     d = config.data

@@ -23,6 +23,11 @@ def label_of(shape, direction):
     return shape * len(DIRECTIONS) + direction
 
 
+def label_factors(labels):
+    """Class ids (an integer array) -> {'shape': shape index, 'direction': direction index}."""
+    return {"shape": labels // len(DIRECTIONS), "direction": labels % len(DIRECTIONS)}
+
+
 def describe(label):
     """Readable name such as 'triangle moving left' for a class id."""
     if not 0 <= label < NUM_CLASSES:
