@@ -73,7 +73,8 @@ def baseline_loss(h, masks):
     mean_n h[b] + mean_b h[:, n] - mean h (batch statistics, which even see the hidden tokens);
     its error is averaged over the target tokens of every generator like the real loss. A
     predictor scoring above it has learned no more than clip-level appearance and the
-    position-wise average; below it, it predicts what is where in the hidden region.
+    position-wise average; below it, it predicts what is where in the hidden region. The
+    position means need several clips: with a batch of one clip the baseline is exactly 0.
     """
     clip = h.mean(axis=1, keepdims=True)
     position = h.mean(axis=0, keepdims=True)
