@@ -58,7 +58,7 @@ def test_no_gradient_reaches_target_params():
     assert any(np.any(g) for g in jax.tree.leaves(grad_online["encoder"]))
     # The context features returned for the context_rank monitor are the online encoder's
     # tokens on the first generator's context, and the target ones the full target pass.
-    _, (_, raw, context) = objective.loss_fn(state.params, state.target_params, encoder,
+    _, (_, raw, context, _) = objective.loss_fn(state.params, state.target_params, encoder,
                                              predictor, video, masks)
     want = encoder.apply({"params": state.params["encoder"]}, video, masks[0][0])
     np.testing.assert_allclose(context, want, rtol=1e-5, atol=1e-5)

@@ -51,7 +51,8 @@ def loss_fn(params, target_params, encoder, predictor, video, masks):
     """Mean over generators of the per-generator mean L1 error.
 
     Returns (loss, (per-generator losses, raw target features, context features of the first
-    generator)). Targets pass through stop_gradient: no gradient ever reaches the target encoder.
+    generator, baseline_loss of the same targets)). Targets pass through stop_gradient: no
+    gradient ever reaches the target encoder.
     """
     h, raw = targets(encoder, target_params, video)
     h = jax.lax.stop_gradient(h)
@@ -62,7 +63,8 @@ def loss_fn(params, target_params, encoder, predictor, video, masks):
         losses.append(jnp.abs(pred - gather(h, tgt)).mean())
         if i == 0:
             first_context = z
-    aux = (losses, jax.lax.stop_gradient(raw), jax.lax.stop_gradient(first_context))
+    aux = (losses, jax.lax.stop_gradient(raw), jax.lax.stop_gradient(first_context),
+           baseline_loss(h, masks))
     return sum(losses) / len(losses), aux
 
 
@@ -113,9 +115,8 @@ def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
     rng = jax.random.fold_in(rng, state.step)
     video = normalize(batch["video"])
     masks = sample_masks(generators, rng, video.shape[0])
-    (loss, (losses, raw, context)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (losses, raw, context, baseline)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.target_params, encoder, predictor, video, masks)
-    baseline = baseline_loss(feature_layer_norm(raw), masks)
     finite = optim.all_finite(grads) & jnp.isfinite(loss)
     sched = optim.schedules(optim_cfg)(s)
     grads, norms = optim.clip_by_module(grads, optim_cfg.clip_grad, optim.clip_active(optim_cfg, s))
@@ -131,7 +132,8 @@ def train_step(state, batch, rng, *, encoder, predictor, generators, optim_cfg):
         opt_state=keep(opt_state, state.opt_state),
         target_params=keep(target, state.target_params),
         skipped=state.skipped + (~finite).astype(jnp.int32))
-    metrics = {"loss": loss, "baseline_loss": baseline, "lr": sched["lr"], "wd": sched["wd"], "momentum": sched["momentum"],
+    metrics = {"loss": loss, "baseline_loss": baseline, "lr": sched["lr"], "wd": sched["wd"],
+               "momentum": sched["momentum"],
                "grad_norm_encoder": norms["encoder"], "grad_norm_predictor": norms["predictor"],
                "skipped": new_state.skipped, "target_std": feature_std(raw),
                "target_rank": feature_rank(raw), "context_rank": feature_rank(context)}
