@@ -11,6 +11,7 @@ from vjepa_jax import bench, flops, model
 def test_bench_reports_consistent_numbers():
     config = smoke_config()
     config.mesh.update(data=1, fsdp=1)
+    config.data.update(source="csv", index=())  # a real-data config, no index given: not read
     r = bench.bench(config, steps=2, warmup=0, peak_tflops=1.0)
     assert r["step_s"] > 0 and r["compile_s"] > 0 and r["peak_memory_gb"] > 0
     assert r["clips_per_s"] == pytest.approx(config.data.batch_size / r["step_s"])
