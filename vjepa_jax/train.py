@@ -179,7 +179,9 @@ def run(config, workdir):
     mngr.close()
     writer.close()
     if stop["signal"] is not None:
-        log.warning("received signal %d: saved step %d, exiting", stop["signal"], step)
+        log.warning("received signal %d: saved step %d, exiting (with data.num_workers > 0, "
+                    "Grain may take up to 25 s per worker to stop; the checkpoint is complete)",
+                    stop["signal"], step)
     if main_process:
         log.info("plot: %s", plot.plot(workdir))
     return state
