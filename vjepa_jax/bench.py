@@ -8,6 +8,7 @@ Batches are synthetic and device-resident (the input pipeline is benchmarked sep
 The first (compiling) step and `--warmup` steps are excluded; the median of `--steps` is reported.
 """
 import json
+import logging
 import sys
 import time
 
@@ -20,6 +21,7 @@ from vjepa_jax import config as config_lib, flops, model as model_lib, objective
 from vjepa_jax import train_state
 
 FLAGS = flags.FLAGS
+log = logging.getLogger("vjepa_jax")
 
 
 def peak_memory_bytes(compiled):
@@ -55,9 +57,11 @@ def bench(config, steps, warmup, peak_tflops):
                     out_shardings=batch_sharding)(jax.random.key(1))
     rng = jax.random.key(2)
 
+    log.info("compiling the train step (minutes for ViT-L/H on a GPU)")
     t0 = time.perf_counter()
     compiled = step.lower(state, {"video": video}, rng).compile()
     compile_s = time.perf_counter() - t0
+    log.info("compiled in %.1f s; %d warm-up and %d timed steps", compile_s, warmup + 1, steps)
     for _ in range(1 + warmup):
         state, metrics = compiled(state, {"video": video}, rng)
     jax.block_until_ready(metrics)
