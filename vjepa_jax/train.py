@@ -182,7 +182,7 @@ def run(config, workdir):
         log.warning("received signal %d: saved step %d, exiting (with data.num_workers > 0, "
                     "Grain may take up to 25 s per worker to stop; the checkpoint is complete)",
                     stop["signal"], step)
-    if main_process:
+    if main_process and logger.read(workdir):  # stopped before its first log: nothing to plot
         log.info("plot: %s", plot.plot(workdir))
     return state
 
