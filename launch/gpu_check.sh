@@ -6,7 +6,8 @@
 #
 # Environment: BENCH_STEPS (timed steps, default 20), BENCH_BATCH (global batch, default 24),
 # PEAK_TFLOPS (per device, default 989 = H100/H200 dense bf16). Compiling the ViT-L step takes
-# minutes (over 2 on an H200 with jax 0.11); the bench logs when it starts and ends.
+# minutes (unfinished after about 2 on an H200 with jax 0.11); the bench logs when it starts and
+# ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu_check}

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -53,12 +54,17 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
                              "--workdir", workdir, "--config.optim.epochs=100",
                              "--config.train.log_every=1000", "--config.mesh.data=1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:  # the handler is installed before the step is compiled
-        lines.append(line)
-        if "train step compiled" in line:
-            break
-    assert proc.poll() is None, "".join(lines)
+    lines, compiled = [], threading.Event()
+
+    def read_until_compiled():  # the handler is installed before the step is compiled
+        for line in proc.stdout:
+            lines.append(line)
+            if "train step compiled" in line:
+                compiled.set()
+                return
+
+    threading.Thread(target=read_until_compiled, daemon=True).start()
+    assert compiled.wait(240) and proc.poll() is None, "training did not start: " + "".join(lines)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     out = "".join(lines) + out
