@@ -126,6 +126,9 @@ def base_config():
         linear_steps=300,
         linear_lr=1e-2,
         linear_weight_decay=1e-4,
+        # Also ridge regression on all tokens of each clip (position-aware; holds num_train x
+        # tokens x width float32 on the host: 200 MB for the demo, ~3 GB per 512 clips at ViT-L).
+        token_ridge=False,
         random_baseline=True,
     ))
     return c

@@ -1,4 +1,5 @@
-"""Cheap online evaluation: k-NN and a linear probe on mean-pooled frozen features.
+"""Cheap online evaluation: k-NN and a linear probe on mean-pooled frozen features, and
+optionally ridge regression on all tokens (`online_eval.token_ridge`).
 
 Meant to run every `eval_every` steps of pretraining (seconds for the demo), and standalone:
 
@@ -106,10 +107,10 @@ def labelled_split(config, opts):
 
 
 # ----------------------------------------------------------------------------- features
-@functools.partial(jax.jit, static_argnums=0)
-def _pooled(encoder, params, clips):
-    tokens = encoder.apply({"params": params}, objective.normalize(clips))
-    return tokens.astype(jnp.float32).mean(axis=1)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _features(encoder, params, clips, pool):
+    tokens = encoder.apply({"params": params}, objective.normalize(clips)).astype(jnp.float32)
+    return tokens.mean(axis=1) if pool else tokens
 
 
 def _mesh_of(params):
@@ -119,8 +120,10 @@ def _mesh_of(params):
     return None
 
 
-def pooled_features(encoder, params, clips, batch_size=64):
+def clip_features(encoder, params, clips, batch_size=64, pool=True):
     """Mean over tokens of the encoder output: clips uint8 [N, T, S, S, 3] -> float32 [N, D].
+
+    With pool=False the tokens themselves: float32 [N, tokens, D].
 
     With params on a multi-device mesh the batches are split over all its devices; every process
     must pass the same clips (the split is small and deterministic).
@@ -139,7 +142,7 @@ def pooled_features(encoder, params, clips, batch_size=64):
             x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], x.dtype)])
         if mesh is not None:
             x = jax.make_array_from_callback(x.shape, data_sharding, lambda i, x=x: x[i])
-        feats = _pooled(encoder, params, x)
+        feats = _features(encoder, params, x, pool)
         if mesh is not None:
             feats = gather(feats)
         out.append(np.asarray(jax.device_get(feats))[:n])
@@ -179,17 +182,59 @@ def linear_predict(train_x, train_y, val_x, *, num_classes, steps, lr, weight_de
     return jnp.argmax(vs @ params["w"] + params["b"], axis=-1)
 
 
+RIDGE_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+def ridge_predict(train_x, train_y, val_x, *, num_classes, lambdas=RIDGE_LAMBDAS):
+    """One-vs-rest ridge regression on standardised features, penalty chosen by leave-one-out.
+
+    train_x [N, F], train_y [N], val_x [M, F]. Targets are one-hot minus 1 / num_classes, there is
+    no bias (the features are centred), and the penalty is `lam * F` for each lam in `lambdas`:
+    F is the mean eigenvalue of the Gram matrix of F unit-variance features, so lam is relative.
+    Solved in closed form through the N x N Gram matrix, so F may be large (every token of a clip).
+    The lam with the best leave-one-out accuracy on the training split (exact, from the hat
+    matrix; the smallest lam on ties) is used on the validation split.
+    Returns (val labels [M], chosen lam, leave-one-out accuracy [len(lambdas)]).
+    """
+    x, v = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x, v = jnp.asarray((x - mean) / std), jnp.asarray((v - mean) / std)
+    gram = np.asarray(x @ x.T, np.float64)
+    cross = np.asarray(v @ x.T, np.float64)
+    y = np.asarray(train_y)
+    targets = np.eye(num_classes)[y] - 1.0 / num_classes
+    eigval, eigvec = np.linalg.eigh(gram)
+    eigval = np.maximum(eigval, 0.0)
+    proj = eigvec.T @ targets
+    loo_acc, alphas = [], []
+    for lam in lambdas:
+        shrink = eigval / (eigval + lam * x.shape[1])  # eigenvalues of the hat matrix
+        fitted = eigvec @ (shrink[:, None] * proj)
+        hat_diag = (eigvec ** 2) @ shrink
+        loo = targets - (targets - fitted) / np.maximum(1.0 - hat_diag, 1e-12)[:, None]
+        loo_acc.append(float(np.mean(loo.argmax(-1) == y)))
+        alphas.append(eigvec @ (proj / (eigval + lam * x.shape[1])[:, None]))
+    best = int(np.argmax(loo_acc))
+    return (cross @ alphas[best]).argmax(-1), lambdas[best], np.asarray(loo_acc)
+
+
 def _scores(encoder, params, train, val, num_classes, opts):
-    tx = pooled_features(encoder, params, train[0], opts.batch_size)
-    vx = pooled_features(encoder, params, val[0], opts.batch_size)
+    tx = clip_features(encoder, params, train[0], opts.batch_size, pool=not opts.token_ridge)
+    vx = clip_features(encoder, params, val[0], opts.batch_size, pool=not opts.token_ridge)
     ty, vy = jnp.asarray(train[1]), np.asarray(val[1])
+    out = {}
+    if opts.token_ridge:
+        ridge, _, _ = ridge_predict(tx.reshape(len(tx), -1), train[1], vx.reshape(len(vx), -1),
+                                    num_classes=num_classes)
+        out["ridge_top1"] = 100.0 * float(np.mean(ridge == vy))
+        tx, vx = tx.mean(axis=1), vx.mean(axis=1)
     knn = knn_predict(tx, ty, vx, k=opts.k, num_classes=num_classes,
                       temperature=opts.knn_temperature)
     lin = linear_predict(tx, ty, vx, num_classes=num_classes, steps=opts.linear_steps,
                          lr=opts.linear_lr, weight_decay=opts.linear_weight_decay)
     return {"knn_top1": 100.0 * float(np.mean(np.asarray(knn) == vy)),
             "linear_top1": 100.0 * float(np.mean(np.asarray(lin) == vy)),
-            "feature_std": float(np.mean(np.std(tx, axis=0)))}
+            "feature_std": float(np.mean(np.std(tx, axis=0))), **out}
 
 
 _BASELINES = {}  # (encoder, seed, options) -> scores of the random-init encoder; fixed per run
@@ -206,6 +251,8 @@ def random_init_scores(encoder, seed, train, val, num_classes, opts):
 
 def online_eval(encoder, params, config):
     """{'knn_top1', 'linear_top1', 'feature_std'} (percent) of encoder params, plus '*_random_init'.
+
+    With `online_eval.token_ridge` also 'ridge_top1': `ridge_predict` on every token of each clip.
 
     `encoder` is the VisionTransformer, `params` its parameters (the EMA target encoder is what
     frozen evaluation uses), `config` the pretraining config (model, data, optional online_eval).
