@@ -161,11 +161,16 @@ def knn_predict(train_x, train_y, val_x, *, k, num_classes, temperature=0.07):
     return jnp.argmax(votes.sum(axis=1), axis=-1)
 
 
+def _standardised(train_x, val_x):
+    """Both splits scaled by the train split's per-feature mean and std (NumPy or JAX arrays)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    return (train_x - mean) / std, (val_x - mean) / std
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
 def linear_predict(train_x, train_y, val_x, *, num_classes, steps, lr, weight_decay):
     """Softmax regression on standardised features, full-batch AdamW: -> val labels [M]."""
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    xs, vs = (train_x - mean) / std, (val_x - mean) / std
+    xs, vs = _standardised(train_x, val_x)
     params = {"w": jnp.zeros((xs.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
     tx = optax.adamw(lr, weight_decay=weight_decay)
 
@@ -196,9 +201,8 @@ def ridge_predict(train_x, train_y, val_x, *, num_classes, lambdas=RIDGE_LAMBDAS
     matrix; the smallest lam on ties) is used on the validation split.
     Returns (val labels [M], chosen lam, leave-one-out accuracy [len(lambdas)]).
     """
-    x, v = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x, v = jnp.asarray((x - mean) / std), jnp.asarray((v - mean) / std)
+    x, v = _standardised(np.asarray(train_x, np.float32), np.asarray(val_x, np.float32))
+    x, v = jnp.asarray(x), jnp.asarray(v)
     gram = np.asarray(x @ x.T, np.float64)
     cross = np.asarray(v @ x.T, np.float64)
     y = np.asarray(train_y)
@@ -206,16 +210,17 @@ def ridge_predict(train_x, train_y, val_x, *, num_classes, lambdas=RIDGE_LAMBDAS
     eigval, eigvec = np.linalg.eigh(gram)
     eigval = np.maximum(eigval, 0.0)
     proj = eigvec.T @ targets
-    loo_acc, alphas = [], []
-    for lam in lambdas:
-        shrink = eigval / (eigval + lam * x.shape[1])  # eigenvalues of the hat matrix
+    penalties = [lam * x.shape[1] for lam in lambdas]
+    loo_acc = []
+    for penalty in penalties:
+        shrink = eigval / (eigval + penalty)  # eigenvalues of the hat matrix
         fitted = eigvec @ (shrink[:, None] * proj)
         hat_diag = (eigvec ** 2) @ shrink
         loo = targets - (targets - fitted) / np.maximum(1.0 - hat_diag, 1e-12)[:, None]
         loo_acc.append(float(np.mean(loo.argmax(-1) == y)))
-        alphas.append(eigvec @ (proj / (eigval + lam * x.shape[1])[:, None]))
     best = int(np.argmax(loo_acc))
-    return (cross @ alphas[best]).argmax(-1), lambdas[best], np.asarray(loo_acc)
+    alpha = eigvec @ (proj / (eigval + penalties[best])[:, None])  # dual weights, best penalty
+    return (cross @ alpha).argmax(-1), lambdas[best], np.asarray(loo_acc)
 
 
 def _scores(encoder, params, train, val, num_classes, opts):
