@@ -11,6 +11,8 @@ import pytest
 from vjepa_jax import config as config_lib
 from vjepa_jax import masks
 
+from common import load_config
+
 VITL_GRID = (8, 14, 14)  # 16 frames / tubelet 2, 224 / 16
 SHORT_HW = {(5, 5), (5, 6), (6, 4), (6, 5), (7, 4)}  # VJEPA_SPEC §3.5, spatial scale 0.15
 LONG_HW = {(10, 13), (10, 14), (11, 12), (11, 13), (12, 11), (12, 12), (13, 10), (13, 11), (14, 10)}
@@ -278,3 +280,21 @@ def test_describe_writes_figure(tmp_path):
     report = masks.describe(c, seed=0, out=str(out), reference_batches=2)
     assert report.count("static counts") == 2
     assert out.stat().st_size > 1000
+
+
+def test_demo_masks_are_causal_and_reference_argument_restores_the_spec():
+    """configs/pretrain/demo.py: context = the first 1 / 2 of 4 time steps, targets = the rest;
+    `:reference` has the spec's masks (8 blocks at 0.15, 2 at 0.7) and EMA 0.998 -> 1.0."""
+    demo = load_config("configs/pretrain/demo.py")
+    per_step = 8 * 8  # 64 / 8 patches squared per time step; 8 frames / tubelet 2 = 4 steps
+    for gen, frames in zip(masks.generators_from_config(demo), (1, 2)):
+        ctx, tgt = (np.asarray(a) for a in gen.sample(jax.random.key(3), 2))
+        for b in range(2):
+            np.testing.assert_array_equal(np.sort(ctx[b]), np.arange(frames * per_step))
+            np.testing.assert_array_equal(np.sort(tgt[b]), np.arange(frames * per_step, 4 * per_step))
+    ref = load_config("configs/pretrain/demo.py", "reference")
+    assert [(m.kind, m.num_blocks, m.spatial_scale) for m in ref.masks] == [
+        ("multiblock", 8, (0.15, 0.15)), ("multiblock", 2, (0.7, 0.7))]
+    assert tuple(ref.optim.ema) == (0.998, 1.0)
+    with pytest.raises(ValueError, match="'bogus'"):
+        load_config("configs/pretrain/demo.py", "bogus")
