@@ -21,8 +21,8 @@ def get_config(arg=None):
     c.seed = 0
     c.model.update(variant="tiny", depth=4, num_frames=8, crop_size=64, patch_size=8,
                    pred_width=96, pred_depth=2, pred_num_heads=3, dtype="float32")
-    # The reference's masks (short- and long-range multiblock); the full demo replaces them below.
-    c.masks = [mask_config(8, 0.15), mask_config(2, 0.7)]
+    # base_config() holds the reference's masks (short- and long-range multiblock); the full demo
+    # replaces them below.
     c.mask_count_multiple = 8
     c.data.update(source="synthetic", batch_size=16, num_workers=0, synthetic_size=1024)
     # lr 1e-3 collapsed the features onto a few directions within 60 steps (target_rank 8 -> 4,
@@ -43,7 +43,7 @@ def get_config(arg=None):
         # (means over three splits, docs/EVAL.md "Demo results").
         c.masks = [causal_mask(1), causal_mask(2)]
     elif arg == "reference":
-        c.optim.ema = (0.998, 1.0)
+        c.optim.ema = base_config().optim.ema
     elif arg == "smoke":  # keeps the multiblock masks, so the tests run the reference's path
         c.model.update(depth=2, num_frames=4, crop_size=32, pred_depth=1)
         c.data.update(batch_size=8, synthetic_size=64)
