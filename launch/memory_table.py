@@ -63,12 +63,10 @@ def create(config, mesh):
     """(vjepa, abstract TrainState, state shardings) without creating any array."""
     import jax
 
-    from vjepa_jax import model, train_state
+    from vjepa_jax import methods, train_state
 
-    vjepa = model.build(config)
-    abstract, shardings, _ = train_state.create(
-        vjepa.encoder, vjepa.predictor, config.optim, vjepa.example(config.data.batch_size), mesh,
-        jax.random.key(0))
+    vjepa = methods.get(config.method).build(config)
+    abstract, shardings, _ = train_state.create(vjepa.init, config.optim, mesh, jax.random.key(0))
     return vjepa, abstract, shardings
 
 
@@ -101,27 +99,20 @@ def residuals_per_clip(config, remat):
     import jax.numpy as jnp
     from jax.ad_checkpoint import print_saved_residuals
 
-    from vjepa_jax import model, objective
+    from vjepa_jax import methods
 
     config.model.remat = remat
-    vjepa = model.build(config)
+    vjepa = methods.get(config.method).build(config)
     s = vjepa.encoder.shape
     heads = {s.num_heads, vjepa.predictor.num_heads}
-    video, ctx, tgt = vjepa.example(1)
-
-    def init(key):
-        z = jnp.zeros(ctx.shape + (s.width,), jnp.float32)
-        return {"encoder": vjepa.encoder.init(key, jnp.zeros(video.shape, jnp.float32))["params"],
-                "predictor": vjepa.predictor.init(key, z, jnp.zeros(ctx.shape, jnp.int32),
-                                                  jnp.zeros(tgt.shape, jnp.int32), 0)["params"]}
-    params = nn.unbox(jax.eval_shape(init, jax.random.key(0)))
+    params = nn.unbox(jax.eval_shape(vjepa.init, jax.random.key(0)))
 
     def loss(p):
         # The target encoder is not differentiated in the train step: stop_gradient here too.
         frozen = jax.tree.map(jax.lax.stop_gradient, p["encoder"])
-        masks = objective.sample_masks(vjepa.generators, jax.random.key(0), 1)
-        clip = jnp.zeros(video.shape, jnp.float32)
-        return objective.loss_fn(p, frozen, vjepa.encoder, vjepa.predictor, clip, masks)[0]
+        masks = vjepa.sample_masks(jax.random.key(0), 1)
+        clip = jnp.zeros(s.clip(1), jnp.float32)
+        return vjepa.loss(p, frozen, clip, masks)[0]
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -161,7 +152,7 @@ def recompute_flops(vjepa, remat):
 
 
 def residual_table(config_fn):
-    from vjepa_jax import flops, model
+    from vjepa_jax import methods
 
     step = None
     print("\n2. activations saved for backward, per clip (JAX residuals, before XLA; "
@@ -170,8 +161,8 @@ def residual_table(config_fn):
     for remat in REMATS:
         config = config_fn()
         total, attn = residuals_per_clip(config, remat)
-        vjepa = model.build(config)
-        step = step or flops.train_step(vjepa, 1)
+        vjepa = methods.get(config.method).build(config)
+        step = step or vjepa.flops(1)
         extra = recompute_flops(vjepa, remat)
         print(f"   {remat:>6} {total / MIB:10.1f} {attn / MIB:19.1f} {extra / step:11.0%}", flush=True)
 
@@ -179,8 +170,9 @@ def residual_table(config_fn):
 def compiled_table(config_fn, meshes):
     """XLA's compiled memory of the whole step per device for each mesh and remat policy."""
     import jax
+    import jax.numpy as jnp
 
-    from vjepa_jax import objective, sharding
+    from vjepa_jax import sharding, train_step
 
     print(f"\n3. compiled step on {jax.devices()[0].platform}, per device "
           "(XLA memory_analysis; global batch data.batch_size)")
@@ -198,10 +190,11 @@ def compiled_table(config_fn, meshes):
             mesh = sharding.make_mesh(config.mesh)
             vjepa, abstract, shardings = create(config, mesh)
             batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-            step = objective.jit_train_step(vjepa.encoder, vjepa.predictor, vjepa.generators,
-                                            config.optim, shardings, {"video": batch_sharding}, repl)
+            step = train_step.jit_train_step(vjepa, config.optim, shardings,
+                                             {"video": batch_sharding}, repl)
             place = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
-            video = vjepa.example(config.data.batch_size)[0]
+            video = jax.ShapeDtypeStruct(vjepa.encoder.shape.clip(config.data.batch_size),
+                                         jnp.uint8)
             m = step.lower(jax.tree.map(place, abstract, shardings),
                            {"video": place(video, batch_sharding)},
                            place(jax.random.key(0), repl)).compile(options).memory_analysis()

@@ -4,7 +4,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from vjepa_jax import config as config_lib, model, objective, sharding, train_state
+from vjepa_jax import config as config_lib, methods, sharding, train_state, train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,15 +25,13 @@ def build(config, devices=1):
     """(encoder, predictor, generators, state, jitted step, mesh) for a config on `devices` CPUs."""
     config.mesh.update(data=devices, fsdp=1)
     mesh = sharding.make_mesh(config.mesh)
-    vjepa = model.build(config)
-    encoder, predictor, generators = vjepa.encoder, vjepa.predictor, vjepa.generators
-    _, shardings, init = train_state.create(encoder, predictor, config.optim,
-                                            vjepa.example(config.data.batch_size), mesh,
-                                            jax.random.key(0))
+    model = methods.get(config.method).build(config)
+    _, shardings, init = train_state.create(model.init, config.optim, mesh, jax.random.key(0))
     state = init(jax.random.key(config.seed))
-    step = objective.jit_train_step(encoder, predictor, generators, config.optim, shardings,
-                                    {"video": sharding.batch_sharding(mesh)}, sharding.replicated(mesh))
-    return encoder, predictor, generators, state, step, mesh
+    step = train_step.jit_train_step(model, config.optim, shardings,
+                                     {"video": sharding.batch_sharding(mesh)},
+                                     sharding.replicated(mesh))
+    return model.encoder, model.predictor, model.generators, state, step, mesh
 
 
 def random_video(config, seed=0):

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from common import ROOT, load_config, smoke_config
-from vjepa_jax import bench, flops, model
+from vjepa_jax import bench, flops, methods
 
 
 def test_bench_reports_consistent_numbers():
@@ -23,7 +23,7 @@ def test_flops_match_the_reference_step_count():
     c = load_config("configs/pretrain/vitl16.py")
     for m, (kc, kt) in zip(c.masks, ((364, 755), (100, 1103))):
         m.update(num_context=kc, num_target=kt)
-    assert flops.train_step(model.build(c), 24) / 1e12 == pytest.approx(61.0, rel=0.02)
+    assert methods.get("vjepa").build(c).flops(24) / 1e12 == pytest.approx(61.0, rel=0.02)
 
 
 def test_vit_forward_flops_by_hand():

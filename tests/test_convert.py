@@ -1,6 +1,8 @@
 """PyTorch interop: official layout, parity with an independent PyTorch model, exact round trips."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +13,11 @@ torch = pytest.importorskip("torch")
 
 import torch_reference as ref  # noqa: E402
 from common import ROOT, smoke_config  # noqa: E402
-from vjepa_jax import checkpoint, convert, model as model_lib, optim, sharding  # noqa: E402
-from vjepa_jax import train, train_state  # noqa: E402
+from vjepa_jax import checkpoint, convert, loader, methods, mismatch, optim, sharding  # noqa: E402
+from vjepa_jax import train_state, workdir as workdir_lib  # noqa: E402
+from vjepa_jax.interop import files  # noqa: E402
+from vjepa_jax.methods.vjepa import layout  # noqa: E402
+from vjepa_jax.models import vit  # noqa: E402
 
 SMOKE = os.path.join(ROOT, "configs/pretrain/demo.py") + ":smoke"
 STEP = 6  # a multiple of the smoke config's ipe (3): epoch 2
@@ -61,8 +66,8 @@ def make_workdir(path, step=STEP, seed=0):
     """
     config = smoke_config()
     config.mesh.update(data=1, fsdp=1)
-    vjepa = model_lib.build(config)
-    abstract = convert.abstract_params(vjepa.encoder, vjepa.predictor)
+    vjepa = methods.get("vjepa").build(config)
+    abstract = workdir_lib.abstract_params(vjepa)
     rng = np.random.default_rng(seed)
     # LayerNorm scales near 1 keep activations at a realistic size; everything else near 0.
     params = jax.tree_util.tree_map_with_path(
@@ -80,7 +85,7 @@ def make_workdir(path, step=STEP, seed=0):
                                    tx=tx, opt_state=opt, target_params=target,
                                    skipped=jnp.zeros((), jnp.int32))
     mngr = checkpoint.manager(str(path), 2)
-    checkpoint.save(mngr, state, None, train.model_meta(config, vjepa.generators), force=True)
+    checkpoint.save(mngr, state, None, workdir_lib.model_meta(config, vjepa), force=True)
     mngr.wait_until_finished()
     mngr.close()
     with open(os.path.join(path, "metrics.jsonl"), "w") as f:
@@ -95,7 +100,7 @@ def exported(tmp_path_factory):
     workdir = str(root / "run")
     config, encoder, predictor, state = make_workdir(workdir)
     out = str(root / "export.pth.tar")
-    convert.main(["to-torch", "--workdir", workdir, "--out", out])
+    convert.to_torch(workdir, out)
     ckpt = torch.load(out, map_location="cpu", weights_only=True)
     return config, encoder, predictor, state, workdir, out, ckpt
 
@@ -195,8 +200,8 @@ def test_adamw_state_loads_into_torch_with_the_reference_groups(exported):
 def test_torch_round_trip_is_exact_and_train_can_resume(exported, tmp_path):
     config, encoder, predictor, state, _, out, _ = exported
     workdir = str(tmp_path / "imported")
-    convert.main(["from-torch", "--checkpoint", out, "--workdir", workdir, "--config", SMOKE])
-    tree, _, meta, step = convert.read_workdir(
+    convert.from_torch(out, workdir, SMOKE)
+    tree, _, meta, step = workdir_lib.read_workdir(
         workdir, parts=("step", "params", "target_params", "opt_state", "skipped"))
     assert step == STEP and int(tree["step"]) == STEP
     same = lambda a, b: jax.tree.all(jax.tree.map(lambda x, y: np.array_equal(x, y), a, b))
@@ -206,12 +211,10 @@ def test_torch_round_trip_is_exact_and_train_can_resume(exported, tmp_path):
     assert same((adam_in.mu, adam_in.nu), (adam_out.mu, adam_out.nu))
     assert int(adam_out.count) == STEP
     # What train.run does on resume: the meta check, then the restore onto its own shardings.
-    vjepa = model_lib.build(config)
-    generators = vjepa.generators
-    checkpoint.check_meta(meta, train.model_meta(config, generators), workdir, keys=("model", "masks"))
+    vjepa = methods.get("vjepa").build(config)
+    workdir_lib.check_resumable(meta, workdir_lib.model_meta(config, vjepa), workdir)
     mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-    abstract, shardings, _ = train_state.create(encoder, predictor, config.optim,
-                                                vjepa.example(1), mesh, jax.random.key(0))
+    abstract, shardings, _ = train_state.create(vjepa.init, config.optim, mesh, jax.random.key(0))
     mngr = checkpoint.manager(workdir, 2, read_only=True)
     restored = checkpoint.restore(mngr, STEP, abstract, shardings)
     mngr.close()
@@ -220,22 +223,22 @@ def test_torch_round_trip_is_exact_and_train_can_resume(exported, tmp_path):
 
 def test_import_accepts_any_prefix_and_either_encoder(exported):
     _, encoder, _, state, _, _, ckpt = exported
-    abstract = convert.abstract_params(encoder)["encoder"]
-    table = convert.tables(encoder)[0]
+    abstract = vit.abstract_params(encoder)
+    table = layout.tables(encoder)[0]
     full = ckpt["target_encoder"]
     variants = {"module.backbone.": full,
                 "backbone.": {k[len("module."):]: v for k, v in full.items()},
                 "module.": {k.replace("backbone.", ""): v for k, v in full.items()},
                 "": {k[len("module.backbone."):]: v for k, v in full.items()}}
     for name, sd in variants.items():
-        params = convert.module_from_torch(sd, abstract, "encoder", table, name or "bare")
+        params = layout.module_from_torch(sd, abstract, "encoder", table, name or "bare")
         assert jax.tree.all(jax.tree.map(np.array_equal, params, jax.device_get(state.target_params))), name
     # Only one of the two encoders in the file: 'target' falls back to 'encoder' like the eval loader.
     only_online = {"encoder": ckpt["encoder"], "epoch": 1}
-    assert convert.pick_encoder(only_online, "target", "f") is ckpt["encoder"]
-    assert convert.pick_encoder({"target_encoder": full}, "target", "f") is full
+    assert files.pick_encoder(only_online, "target", "f") is ckpt["encoder"]
+    assert files.pick_encoder({"target_encoder": full}, "target", "f") is full
     with pytest.raises(ValueError, match="'encoder'"):
-        convert.pick_encoder({"target_encoder": full}, "encoder", "f")
+        files.pick_encoder({"target_encoder": full}, "encoder", "f")
 
 
 def test_strict_loading_lists_every_bad_key(exported):
@@ -245,9 +248,9 @@ def test_strict_loading_lists_every_bad_key(exported):
     del sd["module.backbone.norm.weight"]
     sd["module.backbone.blocks.0.attn.rope.freqs"] = torch.zeros(3)
     sd["module.backbone.blocks.0.attn.qkv.weight"] = torch.zeros(5, 5)
-    with pytest.raises(convert.StrictLoadError) as e:
-        convert.module_from_torch(sd, convert.abstract_params(encoder)["encoder"], "encoder",
-                                  convert.tables(encoder)[0], "test file")
+    with pytest.raises(mismatch.StrictLoadError) as e:
+        layout.module_from_torch(sd, vit.abstract_params(encoder), "encoder",
+                                 layout.tables(encoder)[0], "test file")
     msg = str(e.value)
     for name in ("blocks.1.mlp.fc2.bias", "norm.weight", "blocks.0.attn.rope.freqs",
                  "blocks.0.attn.qkv.weight: file (5, 5), model (576, 192)"):
@@ -257,26 +260,26 @@ def test_strict_loading_lists_every_bad_key(exported):
 
 def test_geometry_is_inferred_from_shapes_and_tables(exported):
     _, encoder, _, _, _, _, ckpt = exported
-    geo = convert.infer_model(ckpt["target_encoder"], ckpt["predictor"])
+    geo = layout.infer_model(ckpt["target_encoder"], ckpt["predictor"])
     s = encoder.shape
     assert (geo["width"], geo["depth"], geo["num_frames"], geo["crop_size"], geo["patch_size"]) == (
         s.width, s.depth, s.num_frames, s.crop_size, s.patch_size)
     assert geo["num_mask_tokens"] == 2 and geo["uniform_power"] is True
     # The default model takes the variant by width and leaves the table depth at 0.
-    m = convert.model_config(geo)
+    m = layout.model_config(geo)
     assert (m.variant, m.depth, m.crop_size, m.num_frames) == ("tiny", 2, 32, 4)
     with pytest.raises(ValueError, match="num_frames=8"):
-        convert.infer_model(ckpt["target_encoder"], num_frames=8, crop_size=32)
+        layout.infer_model(ckpt["target_encoder"], num_frames=8, crop_size=32)
     # Both flags consistent with the 32-token table: accepted.
-    assert convert.infer_model(ckpt["target_encoder"], num_frames=4)["crop_size"] == 32
+    assert layout.infer_model(ckpt["target_encoder"], num_frames=4)["crop_size"] == 32
 
 
 def test_safetensors_export_holds_the_target_encoder(exported, tmp_path):
     _, _, _, _, workdir, _, ckpt = exported
     out = str(tmp_path / "enc.safetensors")
-    convert.main(["to-torch", "--workdir", workdir, "--out", out, "--format", "safetensors"])
+    convert.to_torch(workdir, out, fmt="safetensors")
     want = {k[len("module.backbone."):]: v.numpy() for k, v in ckpt["target_encoder"].items()}
-    got, meta = convert.read_safetensors(out)
+    got, meta = files.read_safetensors(out)
     assert got.keys() == want.keys()
     assert all(np.array_equal(got[k], want[k]) for k in want)
     assert json.loads(meta["vjepa_jax.model"])["variant"] == "tiny"
@@ -285,23 +288,31 @@ def test_safetensors_export_holds_the_target_encoder(exported, tmp_path):
     assert all(np.array_equal(other[k], want[k]) for k in want)
 
 
-def test_cli_errors_are_one_line_without_traceback(exported, tmp_path, capsys):
+def test_conversion_errors_name_the_problem(exported, tmp_path):
     workdir = exported[4]
     garbage = tmp_path / "garbage.pth.tar"
     garbage.write_bytes(b"not a checkpoint")
-    cases = [(["to-torch", "--workdir", str(tmp_path / "nope"), "--out", "x.pth.tar"], "no checkpoints"),
-             (["to-torch", "--workdir", workdir, "--step", "5", "--out", "x.pth.tar"], "steps [6]"),
-             (["from-torch", "--checkpoint", str(tmp_path / "missing.pth.tar"), "--workdir",
-               str(tmp_path / "w1")], "no such file"),
-             (["from-torch", "--checkpoint", str(garbage), "--workdir", str(tmp_path / "w2")],
+    cases = [(lambda: convert.to_torch(str(tmp_path / "nope"), "x.pth.tar"), "no checkpoints"),
+             (lambda: convert.to_torch(workdir, "x.pth.tar", step=5), r"steps \[6\]"),
+             (lambda: convert.from_torch(str(tmp_path / "missing.pth.tar"), str(tmp_path / "w1")),
+              "no such file"),
+             (lambda: convert.from_torch(str(garbage), str(tmp_path / "w2")),
               "not a readable PyTorch checkpoint")]
-    for argv, message in cases:
-        with pytest.raises(SystemExit) as e:
-            convert.main(argv)
-        assert e.value.code != 0
-        text = str(e.value.code)
-        assert text.startswith("vjepa_jax.convert: error:") and message in text, text
-        assert "Traceback" not in capsys.readouterr().err
+    for call, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            call()
+
+
+def test_cli_error_is_one_line_without_traceback(exported, tmp_path):
+    for argv, message in (
+            (["to-torch", "--workdir", exported[4], "--step", "5", "--out", "x.pth.tar"],
+             "steps [6]"),
+            (["to-torch", "--workdir", exported[4]], "to-torch needs --out")):
+        r = subprocess.run([sys.executable, "-m", "vjepa_jax.convert", *argv], cwd=str(tmp_path),
+                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+        assert r.returncode != 0
+        assert "vjepa_jax.convert: error:" in r.stderr or "FATAL" in r.stderr, r.stderr
+        assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_import_of_a_file_written_by_the_reference_model(tmp_path):
@@ -325,8 +336,8 @@ def test_import_of_a_file_written_by_the_reference_model(tmp_path):
                 "batch_size": 24, "world_size": 128, "lr": 6.25e-4}, path)
 
     workdir = str(tmp_path / "w")
-    convert.main(["from-torch", "--checkpoint", path, "--workdir", workdir])
-    tree, config, meta, step = convert.read_workdir(workdir, parts=("params", "opt_state"))
+    convert.from_torch(path, workdir)
+    tree, config, meta, step = workdir_lib.read_workdir(workdir, parts=("params", "opt_state"))
     assert step == 3 * 300  # epoch * ipe of the reference recipe
     m = meta["model"]
     assert (m["variant"], m["depth"], m["num_frames"], m["crop_size"], m["pred_width"],
@@ -337,10 +348,9 @@ def test_import_of_a_file_written_by_the_reference_model(tmp_path):
                                   torch_state["exp_avg"].numpy().T)
     assert int(adam.count) == 1
 
-    from vjepa_jax import features
-    jax_enc = features.load_encoder(workdir)
+    jax_enc = loader.load_encoder(workdir)
     clip = np.random.default_rng(0).normal(size=(1, 16, 224, 224, 3)).astype(np.float32)
     with torch.no_grad():
         want = enc(torch.from_numpy(clip).permute(0, 4, 1, 2, 3)).numpy()
     assert np.abs(np.asarray(jax_enc(clip)) - want).max() < 1e-4
-    assert np.abs(np.asarray(features.load_encoder(path)(clip)) - want).max() < 1e-4
+    assert np.abs(np.asarray(loader.load_encoder(path)(clip)) - want).max() < 1e-4

@@ -115,8 +115,10 @@ def test_batch_not_divisible_by_hosts(videos):
 def test_eval_batches_segments_views_and_padding(videos):
     config = _config(videos["clean"], batch_size=3)
     config.data.num_clips = 2
-    config.data.num_views = 3
-    batches = list(pipeline.make_dataset(config, train=False))
+    source = pipeline.make_source(config, train=False)
+    batches = list(pipeline.eval_dataset(source, frames=4, size=16, num_clips=2, num_views=3,
+                                         batch_size=3, seed=config.seed, num_workers=0,
+                                         prefetch=2))
     assert len(batches) == 3  # 8 videos padded to 9
     video = batches[0]["video"]
     assert video.shape == (3, 2, 3, 4, 16, 16, 3)

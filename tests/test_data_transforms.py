@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from vjepa_jax import preprocess
 from vjepa_jax.data import transforms
 from vjepa_jax.data.video import VideoError, clip_indices
 
@@ -160,7 +161,7 @@ def test_eval_views_three_crops_and_centre_crop():
 
 def test_normalize_formula():
     x = np.array([[0, 128, 255]], np.uint8)
-    got = np.asarray(transforms.normalize(x))
+    got = np.asarray(preprocess.normalize(x))
     want = (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

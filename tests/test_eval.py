@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from common import ROOT, load_config
-from vjepa_jax import eval as eval_lib
-from vjepa_jax import eval_configs, eval_data, online_eval, optim
+from vjepa_jax import eval as eval_lib, loader, mismatch, optim
+from vjepa_jax.evaluation import configs as eval_configs, data as eval_data, online
+from vjepa_jax.evaluation import probe_steps, readouts
 from vjepa_jax.models import vit
 
 
@@ -77,24 +78,24 @@ def test_factor_hits_score_each_part_of_the_label():
     labels = jnp.array([label_of(1, 2), label_of(3, 0), label_of(0, 1)])
     # Predicted: right shape wrong direction, all right, wrong shape right direction.
     probs = jax.nn.one_hot(jnp.array([label_of(1, 3), label_of(3, 0), label_of(2, 1)]), 16)
-    hits = eval_lib.factor_hits(probs, labels, label_factors)
+    hits = probe_steps.factor_hits(probs, labels, label_factors)
     np.testing.assert_array_equal(hits["top1_shape"], [1, 1, 0])
     np.testing.assert_array_equal(hits["top1_direction"], [0, 1, 1])
-    assert eval_lib.factor_hits(probs, labels, None) == {}
+    assert probe_steps.factor_hits(probs, labels, None) == {}
 
 
 def test_probe_schedules_follow_the_reference_formulas():
     c = eval_configs.base_eval_config()
     ipe = 7
-    sched = optim.schedules(eval_lib.schedule_config(c.optim, ipe))
+    sched = probe_steps.schedule(c.optim, ipe)
     total = c.optim.epochs * ipe
     for s in (1, total // 3, total):
         # Warmup 0: cosine from lr to final_lr over epochs * ipe steps, indexed from 1.
         lr = 0.0 + (1e-3 - 0.0) * 0.5 * (1 + math.cos(math.pi * s / total))
         wd = 1e-6 + (0.01 - 1e-6) * 0.5 * (1 + math.cos(math.pi * s / total))
-        got = sched(s)
-        assert float(got["lr"]) == pytest.approx(lr, rel=1e-5, abs=1e-9)
-        assert float(got["wd"]) == pytest.approx(max(wd, 1e-6), rel=1e-5)
+        got_lr, got_wd = sched(s)
+        assert float(got_lr) == pytest.approx(lr, rel=1e-5, abs=1e-9)
+        assert float(got_wd) == pytest.approx(max(wd, 1e-6), rel=1e-5)
 
 
 def test_probe_weight_decay_groups():
@@ -114,9 +115,9 @@ def test_architecture_mismatch_is_named():
     c = eval_configs.eval_config("vitl16", "k400")
     saved = dict(c.model.to_dict(), variant="huge")
     with pytest.raises(ValueError, match="width: checkpoint 1280 vs config 1024"):
-        eval_lib.check_architecture(saved, c.model, "ckpt")
+        probe_steps.check_architecture(saved, c.model, "ckpt")
     # Frames and resolution may differ: the position table is rebuilt for the eval grid.
-    eval_lib.check_architecture(dict(c.model.to_dict(), crop_size=384, num_frames=8), c.model, "ckpt")
+    probe_steps.check_architecture(dict(c.model.to_dict(), crop_size=384, num_frames=8), c.model, "ckpt")
 
 
 def test_parameter_mismatch_names_every_key():
@@ -125,14 +126,16 @@ def test_parameter_mismatch_names_every_key():
     abstract = jax.tree.map(lambda x: getattr(x, "value", x), abstract,
                             is_leaf=lambda x: hasattr(x, "value"))
     params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
-    eval_lib.check_params(params, abstract, "ckpt")
+    mismatch.check_tree_shapes(params, abstract, "ckpt")
     del params["norm"]
     params["extra"] = np.zeros(3)
     params["blocks_0"]["fc1"]["bias"] = np.zeros(5)
     with pytest.raises(ValueError) as err:
-        eval_lib.check_params(params, abstract, "ckpt")
+        mismatch.check_tree_shapes(params, abstract, "ckpt")
     msg = str(err.value)
-    assert "missing norm/scale" in msg and "unexpected extra" in msg and "blocks_0/fc1/bias" in msg
+    assert "missing (2): norm/bias, norm/scale" in msg and "unexpected (1): extra" in msg
+    want = tuple(abstract["blocks_0"]["fc1"]["bias"].shape)
+    assert f"blocks_0/fc1/bias: file (5,), model {want}" in msg
 
 
 # ----------------------------------------------------------------------------- data sources
@@ -221,30 +224,56 @@ def test_synthetic_train_and_val_videos_differ():
 
 # ----------------------------------------------------------------------------- configs
 def test_every_eval_config_loads_and_matches_the_reference():
-    files = sorted(glob.glob(os.path.join(ROOT, "configs", "evals", "*.py")))
-    names = {os.path.basename(f)[:-3] for f in files}
     for model in ("vitl16", "vith16", "vith16_384"):
         for data in ("k400", "ssv2", "in1k", "places205", "inat21"):
-            assert f"{model}_{data}" in names
-    for f in files:
-        c = load_config(os.path.relpath(f, ROOT))
-        if c.data.source == "csv":  # index files are given on the command line
-            c.data.update(train_index=("a.csv",), val_index=("b.csv",))
-        if c.data.source == "imagefolder":
-            c.data.root = "/data"
-        eval_configs.validate(c)
-        assert c.optim.lr == 1e-3 and c.optim.final_lr == 0 and c.optim.warmup == 0
-        assert c.optim.final_weight_decay == 1e-6 and c.optim.clip_grad == 1.0
-    k400 = load_config("configs/evals/vith16_384_k400.py")
+            c = load_config("configs/evals/probe.py", f"{model},{data}")
+            if c.data.source == "csv":  # index files are given on the command line
+                c.data.update(train_index=("a.csv",), val_index=("b.csv",))
+            if c.data.source == "imagefolder":
+                c.data.root = "/data"
+            eval_configs.validate(c)
+            assert c.optim.lr == 1e-3 and c.optim.final_lr == 0 and c.optim.warmup == 0
+            assert c.optim.final_weight_decay == 1e-6 and c.optim.clip_grad == 1.0
+    k400 = load_config("configs/evals/probe.py", "vith16_384,k400")
     assert (k400.data.num_segments, k400.data.num_views, k400.data.batch_size) == (8, 3, 256)
     assert (k400.model.variant, k400.model.crop_size, k400.model.num_frames) == ("huge", 384, 16)
     assert (k400.optim.epochs, k400.optim.weight_decay, k400.data.num_classes) == (20, 0.01, 400)
-    ssv2 = load_config("configs/evals/vitl16_ssv2.py")
+    ssv2 = load_config("configs/evals/probe.py", "vitl16,ssv2")
     assert (ssv2.data.num_segments, ssv2.data.num_classes, ssv2.model.variant) == (2, 174, "large")
-    inat = load_config("configs/evals/vith16_inat21.py")
+    inat = load_config("configs/evals/probe.py", "vith16,inat21")
     assert (inat.data.batch_size, inat.optim.weight_decay) == (1024, 1e-3)
     assert inat.data.num_classes == 10000
     assert (inat.data.num_segments, inat.data.num_views) == (1, 1)
+    with pytest.raises(ValueError, match="MODEL,DATASET"):
+        load_config("configs/evals/probe.py")
+    with pytest.raises(ValueError, match="unknown dataset 'k700'"):
+        load_config("configs/evals/probe.py", "vitl16,k700")
+
+
+def test_probe_config_docstring_lists_every_pair_with_its_published_top1():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe_cfg",
+                                                  os.path.join(ROOT, "configs/evals/probe.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    doc = module.__doc__
+    # VJEPA_SPEC §8.1, written out here rather than taken from the code under test.
+    published = {("vitl16", "k400"): 80.8, ("vitl16", "ssv2"): 69.5, ("vitl16", "in1k"): 74.8,
+                 ("vitl16", "places205"): 60.3, ("vitl16", "inat21"): 67.8,
+                 ("vith16", "k400"): 82.0, ("vith16", "ssv2"): 71.4, ("vith16", "in1k"): 75.9,
+                 ("vith16", "places205"): 61.7, ("vith16", "inat21"): 67.9,
+                 ("vith16_384", "k400"): 81.9, ("vith16_384", "ssv2"): 72.2,
+                 ("vith16_384", "in1k"): 77.4, ("vith16_384", "places205"): 62.8,
+                 ("vith16_384", "inat21"): 72.6}
+    rows = {}
+    for line in doc.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0].count(",") == 1:
+            rows[tuple(words[0].split(","))] = float(words[1])
+    assert rows == published
+    assert eval_configs.PUBLISHED == {m: {d: v for (mm, d), v in published.items() if mm == m}
+                                      for m in ("vitl16", "vith16", "vith16_384")}
 
 
 def test_config_errors_name_the_key():
@@ -261,7 +290,7 @@ def test_config_errors_name_the_key():
 def test_knn_matches_numpy_reference():
     rng = np.random.default_rng(0)
     tx, ty, vx = rng.normal(size=(40, 6)), rng.integers(0, 3, 40), rng.normal(size=(9, 6))
-    got = np.asarray(online_eval.knn_predict(jnp.asarray(tx), jnp.asarray(ty), jnp.asarray(vx),
+    got = np.asarray(readouts.knn_predict(jnp.asarray(tx), jnp.asarray(ty), jnp.asarray(vx),
                                               k=5, num_classes=3, temperature=0.1))
     n = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
     sim = n(vx) @ n(tx).T
@@ -279,7 +308,7 @@ def test_linear_probe_separates_separable_classes():
     centres = rng.normal(size=(4, 16)) * 3
     y = rng.integers(0, 4, 200)
     x = centres[y] + rng.normal(size=(200, 16))
-    pred = online_eval.linear_predict(jnp.asarray(x[:150]), jnp.asarray(y[:150]),
+    pred = readouts.linear_predict(jnp.asarray(x[:150]), jnp.asarray(y[:150]),
                                       jnp.asarray(x[150:]), num_classes=4, steps=200, lr=1e-2,
                                       weight_decay=1e-4)
     assert np.mean(np.asarray(pred) == y[150:]) > 0.95
@@ -304,7 +333,7 @@ def test_ridge_matches_primal_solution_and_explicit_leave_one_out():
     x = (centres[y] + 1.5 * rng.normal(size=(40, 12))).astype(np.float32)
     v = rng.normal(size=(15, 12)).astype(np.float32)
     lambdas = (1e-3, 0.1, 10.0)
-    pred, lam, loo = online_eval.ridge_predict(x, y, v, num_classes=3, lambdas=lambdas)
+    pred, lam, loo = readouts.ridge_predict(x, y, v, num_classes=3, lambdas=lambdas)
     a, b = _standardise(x.astype(np.float64), v.astype(np.float64))
     # Leave-one-out by refitting without each example (standardised once, on all N, as there).
     for lam_i, acc in zip(lambdas, loo):
@@ -322,9 +351,9 @@ def test_ridge_on_tokens_reads_where_pooling_cannot():
     y = rng.integers(0, 4, 240)
     tokens = rng.normal(size=(240, 4, 8)) * 0.3
     tokens[np.arange(240), y] += 2.0  # same feature vector, different token
-    pred, _, _ = online_eval.ridge_predict(tokens[:200].reshape(200, -1), y[:200],
+    pred, _, _ = readouts.ridge_predict(tokens[:200].reshape(200, -1), y[:200],
                                            tokens[200:].reshape(40, -1), num_classes=4)
-    pooled, _, _ = online_eval.ridge_predict(tokens[:200].mean(1), y[:200],
+    pooled, _, _ = readouts.ridge_predict(tokens[:200].mean(1), y[:200],
                                              tokens[200:].mean(1), num_classes=4)
     assert np.mean(pred == y[200:]) > 0.95
     assert np.mean(pooled == y[200:]) < 0.5
@@ -338,7 +367,7 @@ def test_online_eval_reports_scores_and_random_baseline():
     params = enc.init(jax.random.key(3), jnp.zeros((1, 4, 32, 32, 3)))["params"]
     params = jax.tree.map(lambda x: getattr(x, "value", x), params,
                           is_leaf=lambda x: hasattr(x, "value"))
-    out = online_eval.online_eval(enc, params, c)
+    out = online.online_eval(enc, params, c)
     assert c.online_eval.token_ridge  # the demo config's setting: ridge on all tokens too
     assert set(out) == {"knn_top1", "linear_top1", "feature_std", "ridge_top1",
                         "knn_top1_random_init", "linear_top1_random_init",
@@ -346,16 +375,16 @@ def test_online_eval_reports_scores_and_random_baseline():
     assert all(0 <= out[k] <= 100 for k in out if "top1" in k)
     # Seed 3 differs from the baseline's seed 0: different features, different spread.
     assert out["feature_std"] != out["feature_std_random_init"]
-    again = online_eval.online_eval(enc, params, c)  # cached split and baseline: same numbers
+    again = online.online_eval(enc, params, c)  # cached split and baseline: same numbers
     assert again == out
     # Params sharded on a mesh: the batches are split over its 8 devices, same features.
     from vjepa_jax import sharding
 
     mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
     on_mesh = jax.device_put(params, sharding.replicated(mesh))
-    clips = online_eval.labelled_split(c, online_eval.options_from(c))[1][0]
-    np.testing.assert_allclose(online_eval.clip_features(enc, on_mesh, clips, 8),
-                               online_eval.clip_features(enc, params, clips, 8), rtol=1e-5,
+    clips = online.labelled_split(c, c.online_eval)[1][0]
+    np.testing.assert_allclose(online.clip_features(enc, on_mesh, clips, 8),
+                               online.clip_features(enc, params, clips, 8), rtol=1e-5,
                                atol=1e-5)
 
 
@@ -376,18 +405,17 @@ def test_demo_pretrained_encoder_beats_random_init(tmp_path):
     if not workdir:
         workdir = str(tmp_path / "pretrain")
         train.run(config, workdir)
-    params, _, _ = eval_lib.load_pretrained(ml_collections.ConfigDict(
-        dict(pretrained=workdir, which="target")))
+    params = jax.device_get(loader.load_encoder(workdir, which="target").params)
     encoder = vit.encoder_from_config(config.model)
     assert config.online_eval.token_ridge
     scores = {}
     for split_seed in (config.online_eval.seed, 3000):
         config.online_eval.seed = split_seed
-        opts = online_eval.options_from(config)
-        train_split, val_split, num_classes = online_eval.labelled_split(config, opts)
-        pretrained = online_eval.online_eval(encoder, params, config)["ridge_top1"]
-        random_init = [online_eval.random_init_scores(encoder, seed, train_split, val_split,
-                                                      num_classes, opts)["ridge_top1"]
+        opts = config.online_eval
+        train_split, val_split, num_classes = online.labelled_split(config, opts)
+        pretrained = online.online_eval(encoder, params, config)["ridge_top1"]
+        random_init = [online.random_init_scores(encoder, seed, train_split, val_split,
+                                                 num_classes, opts)["ridge_top1"]
                        for seed in (0, 1, 2)]
         scores[split_seed] = (pretrained, random_init)
     print(scores)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from common import load_config
-from vjepa_jax import eval as eval_lib, eval_data, feature_cache, sharding
+from vjepa_jax import sharding
+from vjepa_jax.evaluation import data as eval_data, feature_cache, probe_steps
 from vjepa_jax.models import probe as probe_lib, vit
 
 
@@ -51,8 +52,8 @@ def test_encoded_split_equals_the_encoder_on_each_clip():
     example = jnp.zeros((1, 4, 32, 32, 3), jnp.float32)
     params = encoder.init(jax.random.key(0), example)["params"]
     mesh = sharding.make_mesh(c.mesh)
-    to_global = functools.partial(eval_lib._global, batch_sharding=sharding.batch_sharding(mesh))
-    encode = jax.jit(lambda p, b: eval_lib.batch_tokens(encoder, p, b, c.probe))
+    to_global = functools.partial(probe_steps.to_global, batch_sharding=sharding.batch_sharding(mesh))
+    encode = jax.jit(lambda p, b: probe_steps.batch_tokens(encoder, p, b, c.probe))
     source = eval_data.make_source(c, train=False)
     ds = eval_data.make_val_dataset(c, source)
     cache = feature_cache.encode_split(encode, params, ds, to_global, "validation split")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vjepa_jax import config as config_lib
-from vjepa_jax import masks
+from vjepa_jax import masks as masks_program
+from vjepa_jax.methods.vjepa import masks
 
 from common import load_config
 
@@ -277,7 +278,7 @@ def test_describe_writes_figure(tmp_path):
     c.model.num_frames, c.model.crop_size = 4, 64  # 2x4x4 grid
     c.mask_count_multiple, c.mask_reference_batch = 4, 4
     out = tmp_path / "masks.png"
-    report = masks.describe(c, seed=0, out=str(out), reference_batches=2)
+    report = masks_program.describe(c, seed=0, out=str(out), reference_batches=2)
     assert report.count("static counts") == 2
     assert out.stat().st_size > 1000
 

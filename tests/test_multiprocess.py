@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from common import ROOT, smoke_config
-from vjepa_jax import checkpoint, distributed, logger, model, sharding, train_state
+from vjepa_jax import checkpoint, distributed, logger, methods, sharding, train_state
 
 SMOKE = "configs/pretrain/demo.py:smoke"
 # 3 of the 6 smoke steps (a checkpoint at step 3) and one encoder block: three runs on 2 cores.
@@ -71,10 +71,8 @@ def restored_params(workdir, step):
     config.model.depth = 1
     config.mesh.update(data=1, fsdp=1)
     mesh = sharding.make_mesh(config.mesh)
-    vjepa = model.build(config)
-    abstract, shardings, _ = train_state.create(
-        vjepa.encoder, vjepa.predictor, config.optim, vjepa.example(config.data.batch_size), mesh,
-        jax.random.key(0))
+    model = methods.get(config.method).build(config)
+    abstract, shardings, _ = train_state.create(model.init, config.optim, mesh, jax.random.key(0))
     mngr = checkpoint.manager(workdir, keep=1, read_only=True)
     state = checkpoint.restore(mngr, step, abstract, shardings)
     mngr.close()

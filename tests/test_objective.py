@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import build, random_video, smoke_config
-from vjepa_jax import objective, optim
+from vjepa_jax import monitors, optim, preprocess
+from vjepa_jax.methods.vjepa import loss as loss_lib
 
 
 def test_train_step_ema_skips_and_compiles_once():
@@ -48,18 +49,20 @@ def test_train_step_ema_skips_and_compiles_once():
 def test_no_gradient_reaches_target_params():
     config = smoke_config()
     encoder, predictor, generators, state, _, _ = build(config)
-    video = objective.normalize(random_video(config))
-    masks = objective.sample_masks(generators, jax.random.key(0), video.shape[0])
-    grad_target = jax.jit(jax.grad(lambda tp: objective.loss_fn(state.params, tp, encoder, predictor,
-                                                         video, masks)[0]))(state.target_params)
+    video = preprocess.normalize(random_video(config))
+    masks = [g.sample(jax.random.fold_in(jax.random.key(0), i), video.shape[0])
+             for i, g in enumerate(generators)]
+    grad_target = jax.jit(jax.grad(lambda tp: loss_lib.loss_fn(state.params, tp, encoder, predictor,
+                                                        video, masks)[0]))(state.target_params)
     assert all(not np.any(g) for g in jax.tree.leaves(grad_target))
-    grad_online = jax.jit(jax.grad(lambda p: objective.loss_fn(p, state.target_params, encoder, predictor,
-                                                       video, masks)[0]))(state.params)
+    grad_online = jax.jit(jax.grad(lambda p: loss_lib.loss_fn(p, state.target_params, encoder, predictor,
+                                                      video, masks)[0]))(state.params)
     assert any(np.any(g) for g in jax.tree.leaves(grad_online["encoder"]))
     # The context features returned for the context_rank monitor are the online encoder's
     # tokens on the first generator's context, and the target ones the full target pass.
-    _, (_, raw, context, _) = objective.loss_fn(state.params, state.target_params, encoder,
-                                             predictor, video, masks)
+    _, aux = loss_lib.loss_fn(state.params, state.target_params, encoder, predictor, video,
+                              masks)
+    raw, context = aux["target"], aux["context"]
     want = encoder.apply({"params": state.params["encoder"]}, video, masks[0][0])
     np.testing.assert_allclose(context, want, rtol=1e-5, atol=1e-5)
     assert context.shape[1] == masks[0][0].shape[1] < raw.shape[1]
@@ -71,7 +74,7 @@ def test_baseline_loss_is_the_error_of_clip_plus_position_means():
     masks = [(None, jnp.asarray(rng.integers(0, n, (b, k)), jnp.int32)) for k in (2, 5)]
     # Targets made of a per-clip vector plus a per-position vector: the trivial predictor is exact.
     additive = rng.normal(size=(b, 1, d)) + rng.normal(size=(1, n, d))
-    assert float(objective.baseline_loss(jnp.asarray(additive, jnp.float32), masks)) < 1e-6
+    assert float(loss_lib.baseline_loss(jnp.asarray(additive, jnp.float32), masks)) < 1e-6
     # Anything else is left over; check against an explicit loop over clips and tokens.
     h = rng.normal(size=(b, n, d))
     want = []
@@ -79,7 +82,7 @@ def test_baseline_loss_is_the_error_of_clip_plus_position_means():
         errs = [np.abs(h[i].mean(0) + h[:, j].mean(0) - h.mean((0, 1)) - h[i, j]).mean()
                 for i in range(b) for j in np.asarray(tgt[i])]
         want.append(np.mean(errs))
-    got = objective.baseline_loss(jnp.asarray(h, jnp.float32), masks)
+    got = loss_lib.baseline_loss(jnp.asarray(h, jnp.float32), masks)
     np.testing.assert_allclose(got, np.mean(want), rtol=1e-5)
 
 
@@ -107,10 +110,10 @@ def test_feature_rank_is_the_participation_ratio_of_the_covariance_eigenvalues()
     x = (rng.normal(size=(2, 500, 3)) * np.array([2.0, 1.0, 1.0])) @ basis + rng.normal(size=16)
     lam = np.linalg.eigvalsh(np.cov(x.reshape(-1, 16).T, bias=True))
     expect = lam.sum() ** 2 / np.square(lam).sum()
-    got = float(objective.feature_rank(jnp.asarray(x, jnp.float32)))
+    got = float(monitors.feature_rank(jnp.asarray(x, jnp.float32)))
     np.testing.assert_allclose(got, expect, rtol=1e-4)
     assert 1.8 < got < 2.2  # (4+1+1)^2 / (16+1+1) = 2 for the exact variances
     # Collapse onto one direction: rank 1, while the per-feature std stays large.
     line = rng.normal(size=(1000, 1)) * rng.normal(size=(1, 16))
-    np.testing.assert_allclose(float(objective.feature_rank(jnp.asarray(line))), 1.0, rtol=1e-4)
-    assert float(objective.feature_std(jnp.asarray(line))) > 0.3
+    np.testing.assert_allclose(float(monitors.feature_rank(jnp.asarray(line))), 1.0, rtol=1e-4)
+    assert float(monitors.feature_std(jnp.asarray(line))) > 0.3

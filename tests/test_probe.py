@@ -17,7 +17,7 @@ def tiny_encoder(frames=4, crop=16):
     cfg = ml_collections.ConfigDict(dict(
         variant="tiny", width=D, depth=1, num_heads=HEADS, patch_size=8, tubelet_size=2,
         num_frames=frames, crop_size=crop, uniform_power=True, attention="xla", dtype="float32",
-        remat="none"))
+        remat="none", scan_blocks=False))
     return vit.encoder_from_config(cfg)
 
 
@@ -181,9 +181,9 @@ def test_frozen_features_concatenate_segments_per_view():
     tokens = features(enc, params, video, jnp.float32)
     n = enc.shape.num_tokens
     assert tokens.shape == (2, 2, 3 * n, D)
-    from vjepa_jax import objective
+    from vjepa_jax import preprocess
     for b, v, s in [(0, 0, 0), (1, 1, 2), (0, 1, 1)]:
-        single = apply(enc, params, objective.normalize(video[b:b + 1, s, v]))[0]
+        single = apply(enc, params, preprocess.normalize(video[b:b + 1, s, v]))[0]
         np.testing.assert_allclose(np.asarray(tokens[b, v, s * n:(s + 1) * n]), np.asarray(single),
                                    rtol=1e-5, atol=1e-5)
     chunked = features(enc, params, video, jnp.float32, encoder_batch=4)

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 
 from common import build, random_video, smoke_config
-from vjepa_jax import model, objective, sharding, train_state
+from vjepa_jax import methods, preprocess, sharding, train_state, train_step
 
 
 def scan_config(scan):
@@ -20,15 +20,12 @@ def test_scan_on_a_sharded_mesh_matches_unrolled_one_device_steps():
     config_b = scan_config(True)
     config_b.mesh.update(data=2, fsdp=4)
     mesh = sharding.make_mesh(config_b.mesh)
-    vjepa = model.build(config_b)
-    _, shardings, init = train_state.create(vjepa.encoder, vjepa.predictor, config_b.optim,
-                                            vjepa.example(config_b.data.batch_size), mesh,
-                                            jax.random.key(0))
+    model = methods.get("vjepa").build(config_b)
+    _, shardings, init = train_state.create(model.init, config_b.optim, mesh, jax.random.key(0))
     state_b = init(jax.random.key(config_b.seed))
-    step_b = objective.jit_train_step(vjepa.encoder, vjepa.predictor, vjepa.generators,
-                                      config_b.optim, shardings,
-                                      {"video": sharding.batch_sharding(mesh)},
-                                      sharding.replicated(mesh))
+    step_b = train_step.jit_train_step(model, config_b.optim, shardings,
+                                       {"video": sharding.batch_sharding(mesh)},
+                                       sharding.replicated(mesh))
     # Same names, shapes and initial values: the layout does not depend on the option.
     assert "blocks_2" in state_b.params["encoder"]
     assert "predictor_blocks_1" in state_b.params["predictor"]
@@ -46,8 +43,8 @@ def test_scan_on_a_sharded_mesh_matches_unrolled_one_device_steps():
 
 
 def test_scan_traces_one_block():
-    plain, scanned = (model.build(scan_config(s)).encoder for s in (False, True))
-    video = objective.normalize(random_video(scan_config(False)))
+    plain, scanned = (methods.get("vjepa").build(scan_config(s)).encoder for s in (False, True))
+    video = preprocess.normalize(random_video(scan_config(False)))
     params = jax.jit(plain.init)(jax.random.key(0), video)["params"]
 
     def primitives(encoder):

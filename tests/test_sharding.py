@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from common import random_video, smoke_config
-from vjepa_jax import checkpoint, model, objective, sharding, train_state
+from vjepa_jax import checkpoint, methods, sharding, train_state, train_step
 
 # Test-only: no LLVM optimisation halves compile time; results agree to float rounding.
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -28,10 +28,9 @@ def shapes(data, fsdp):
     """(config, vjepa, mesh, abstract state, state shardings, jitted init) on a data x fsdp mesh."""
     config = config_on(data, fsdp)
     mesh = sharding.make_mesh(config.mesh)
-    vjepa = model.build(config)
-    abstract, shardings, init = train_state.create(
-        vjepa.encoder, vjepa.predictor, config.optim, vjepa.example(config.data.batch_size), mesh,
-        jax.random.key(0))
+    vjepa = methods.get(config.method).build(config)
+    abstract, shardings, init = train_state.create(vjepa.init, config.optim, mesh,
+                                                   jax.random.key(0))
     return config, vjepa, mesh, abstract, shardings, init
 
 
@@ -48,8 +47,8 @@ def train(data, fsdp):
             _RUNS["initial"] = jax.device_get(checkpoint.state_dict(init))
         state = abstract.replace(**jax.device_put(_RUNS["initial"], checkpoint.state_dict(shardings)))
         batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-        step = objective.jit_train_step(vjepa.encoder, vjepa.predictor, vjepa.generators,
-                                        config.optim, shardings, {"video": batch_sharding}, repl)
+        step = train_step.jit_train_step(vjepa, config.optim, shardings,
+                                         {"video": batch_sharding}, repl)
         batch = {"video": jax.device_put(random_video(config), batch_sharding)}
         rng = jax.device_put(jax.random.key(1), repl)
         compiled = step.lower(state, batch, rng).compile(FAST)
@@ -134,10 +133,11 @@ def test_checkpoint_saved_on_4x2_restores_on_1x1_and_2x4(tmp_path):
 
 def test_masks_are_identical_on_every_mesh():
     config = config_on(1, 1)
-    generators = model.build(config).generators
+    vjepa = methods.get(config.method).build(config)
+    generators = vjepa.generators
     b = config.data.batch_size
     key = jax.random.key(11)
-    sample = lambda k: objective.sample_masks(generators, k, b)
+    sample = lambda k: vjepa.sample_masks(k, b)
     want = jax.device_get(jax.jit(sample)(key))
     for data, fsdp in ((2, 4), (8, 1), (4, 2)):
         config.mesh.update(data=data, fsdp=fsdp)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from common import ROOT, smoke_config
-from vjepa_jax import checkpoint, logger, train
+from vjepa_jax import checkpoint, logger, mismatch, train, workdir as workdir_lib
 
 SMOKE = "configs/pretrain/demo.py:smoke"
 
@@ -125,10 +125,11 @@ def test_checkpoint_of_a_different_model_is_refused_and_kept(tmp_path):
     assert {f: os.path.getmtime(os.path.join(ckpt, f)) for f in os.listdir(ckpt)} == before
 
 
-def test_check_meta_names_each_difference():
-    with pytest.raises(checkpoint.CheckpointMismatch, match="masks"):
-        checkpoint.check_meta({"model": 1, "masks": [1]}, {"model": 1, "masks": [2]}, "DIR",
-                              keys=("model", "masks"))
+def test_check_resumable_names_each_difference():
+    with pytest.raises(mismatch.CheckpointMismatch, match="masks") as e:
+        workdir_lib.check_resumable({"model": 1, "masks": [1], "method": "vjepa"},
+                                {"model": 2, "masks": [2], "method": "vjepa", "config": "x"}, "DIR")
+    assert "model: checkpoint 1 vs config 2" in str(e.value) and "method" not in str(e.value)
 
 
 def test_trains_from_real_mp4_files_with_a_csv_index(tmp_path, monkeypatch):
@@ -149,11 +150,9 @@ def test_trains_from_real_mp4_files_with_a_csv_index(tmp_path, monkeypatch):
 
 
 def test_online_eval_every_n_steps_is_logged_and_plotted(tmp_path):
-    import ml_collections
     config = smoke_config()
     config.train.eval_every = 3
-    config.online_eval = ml_collections.ConfigDict(dict(num_train=32, num_val=16, k=5,
-                                                        linear_steps=20))
+    config.online_eval.update(num_train=32, num_val=16, k=5, linear_steps=20)
     workdir = str(tmp_path / "run")
     train.run(config, workdir)
     rows = logger.read(workdir)

@@ -4,6 +4,6 @@
 def __getattr__(name):
     # Lazy, so that `import vjepa_jax` stays light and training never imports the loaders.
     if name == "load_encoder":
-        from vjepa_jax.features import load_encoder  # noqa: PLC0415
+        from vjepa_jax.loader import load_encoder  # noqa: PLC0415
         return load_encoder
     raise AttributeError(f"module 'vjepa_jax' has no attribute {name!r}")

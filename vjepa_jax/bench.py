@@ -9,7 +9,6 @@ The first (compiling) step and `--warmup` steps are excluded; the median of `--s
 """
 import json
 import logging
-import sys
 import time
 
 import jax
@@ -17,11 +16,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from vjepa_jax import config as config_lib, flops, model as model_lib, objective, sharding
-from vjepa_jax import train_state
+from vjepa_jax import cli, config as config_lib, methods, sharding, train_state, train_step
 
 FLAGS = flags.FLAGS
-log = logging.getLogger("vjepa_jax")
+log = logging.getLogger("vjepa_jax.bench")
 
 
 def peak_memory_bytes(compiled):
@@ -45,14 +43,13 @@ def bench(config, steps, warmup, peak_tflops):
     mesh = sharding.make_mesh(config.mesh)
     b = config.data.batch_size
     sharding.check_divisible("data.batch_size", b, mesh)
-    vjepa = model_lib.build(config)
-    _, shardings, init = train_state.create(vjepa.encoder, vjepa.predictor, config.optim,
-                                            vjepa.example(b), mesh, jax.random.key(0))
+    model = methods.get(config.method).build(config)
+    _, shardings, init = train_state.create(model.init, config.optim, mesh, jax.random.key(0))
     state = init(jax.random.key(config.seed))
     batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    step = objective.jit_train_step(vjepa.encoder, vjepa.predictor, vjepa.generators, config.optim,
-                                    shardings, {"video": batch_sharding}, repl)
-    video_shape = vjepa.example(b)[0].shape
+    step = train_step.jit_train_step(model, config.optim, shardings, {"video": batch_sharding},
+                                     repl)
+    video_shape = model.encoder.shape.clip(b)
     video = jax.jit(lambda k: jax.random.randint(k, video_shape, 0, 256).astype(np.uint8),
                     out_shardings=batch_sharding)(jax.random.key(1))
     rng = jax.random.key(2)
@@ -72,7 +69,7 @@ def bench(config, steps, warmup, peak_tflops):
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
-    tflop = flops.train_step(vjepa, b) / 1e12
+    tflop = model.flops(b) / 1e12
     mem, mem_kind = peak_memory_bytes(compiled)
     return {
         "device": f"{mesh.devices.size} x {jax.devices()[0].device_kind}",
@@ -99,10 +96,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.config is None:
         raise app.UsageError("--config is required")
-    try:
-        result = bench(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops)
-    except ValueError as e:
-        sys.exit(f"vjepa_jax.bench: error: {e}")
+    result = bench(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.peak_tflops)
     for k, v in result.items():
         print(f"{k:>22}: {v:.4g}" if isinstance(v, float) else f"{k:>22}: {v}")
     if FLAGS.json:
@@ -122,4 +116,4 @@ def define_flags():
 
 if __name__ == "__main__":
     define_flags()
-    config_lib.run_program(main, "vjepa_jax.bench")
+    cli.run_program(main, "vjepa_jax.bench")

@@ -13,9 +13,7 @@ import orbax.checkpoint as ocp
 
 import grain
 
-
-class CheckpointMismatch(ValueError):
-    """The workdir holds checkpoints of a different model than the config describes."""
+_log = logging.getLogger(__name__)
 
 
 def manager(workdir, keep, read_only=False, folder="checkpoints"):
@@ -52,16 +50,6 @@ def read_meta(mngr, step):
     return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
-def check_meta(saved, current, where, keys):
-    """Raise CheckpointMismatch naming every entry of `keys` that differs between checkpoint and config."""
-    diffs = [f"  {k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}"
-             for k in keys if saved.get(k) != current.get(k)]
-    if diffs:
-        raise CheckpointMismatch(
-            f"{where} holds a checkpoint of a different model; refusing to resume or overwrite it.\n"
-            + "\n".join(diffs) + "\nUse a new --workdir, or a config matching the checkpoint.")
-
-
 def restore(mngr, step, state, shardings, data_iter=None):
     """Restore step into a TrainState shaped like `state`, placed with `shardings`."""
     restored = restore_tree(mngr, step, state_dict(state), state_dict(shardings), data_iter)
@@ -76,7 +64,7 @@ def restore_tree(mngr, step, tree, shardings, data_iter=None):
     target = jax.tree.map(abstract, tree, shardings)
     items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None and not os.path.isdir(os.path.join(str(mngr.directory), str(step), "data")):
-        logging.warning("checkpoint %d has no data-iterator state (an imported checkpoint?): "
+        _log.warning("checkpoint %d has no data-iterator state (an imported checkpoint?): "
                         "the data starts from the beginning", step)
         data_iter = None
     if data_iter is not None:

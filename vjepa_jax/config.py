@@ -1,60 +1,23 @@
-"""Default pretraining config (the reference ViT-L/16 recipe) and config validation."""
+"""The pretraining config: shared sections, the method's reference defaults, and validation.
+
+`base_config(method)` is what every configs/pretrain/*.py starts from: the method's reference
+settings (model, masks, optimizer: vjepa_jax/methods/<method>/defaults.py) plus the sections
+every method shares (data, mesh, train, online_eval).
+"""
 import importlib.util
-import logging
 import os
-import sys
 
 import ml_collections
-from absl import app, flags
-from absl import logging as absl_logging
+
+from vjepa_jax import methods
 
 
-def mask_config(num_blocks, spatial_scale, *, kind="multiblock"):
-    """One mask generator; `num_context`/`num_target` 0 means derived from the reference stats."""
-    return ml_collections.ConfigDict(dict(
-        kind=kind,  # 'multiblock' | 'tube' | 'causal'
-        num_blocks=num_blocks,
-        spatial_scale=(spatial_scale, spatial_scale),
-        temporal_scale=(1.0, 1.0),
-        aspect_ratio=(0.75, 1.5),
-        max_temporal_keep=1.0,
-        tube_ratio=0.9,  # kind='tube': fraction of spatial positions hidden
-        context_frames=1,  # kind='causal': context = first N time steps (tubelet units)
-        num_context=0,
-        num_target=0,
-    ))
-
-
-def base_config():
-    """Reference V-JEPA pretraining settings (VJEPA_SPEC §4.1) for ViT-L/16 at 16x224."""
+def base_config(method="vjepa"):
+    """Reference pretraining settings of `method` (V-JEPA: VJEPA_SPEC §4.1, ViT-L/16 at 16x224)."""
     c = ml_collections.ConfigDict()
     c.seed = 234
-
-    c.model = ml_collections.ConfigDict(dict(
-        variant="large",  # tiny | small | base | large | huge | giant
-        depth=0,  # 0: from the size table
-        width=0,  # 0: from the size table
-        num_heads=0,  # 0: from the size table
-        patch_size=16,
-        tubelet_size=2,
-        num_frames=16,
-        crop_size=224,
-        uniform_power=True,
-        pred_width=384,
-        pred_depth=12,
-        pred_num_heads=0,  # 0: the encoder's head count, as the reference does
-        attention="auto",  # auto | xla | cudnn
-        dtype="bfloat16",  # compute dtype; params are always float32
-        remat="none",  # none | full | dots (rematerialisation policy per block)
-        scan_blocks=False,  # compile one block and loop over the depth (faster compiles)
-    ))
-
-    c.masks = [mask_config(8, 0.15), mask_config(2, 0.7)]
-    # Static token counts: 'random' keeps a random subset of an oversized context/target set,
-    # 'first' keeps the lowest token indices like the reference's batch-min truncation.
-    c.mask_truncation = "random"
-    c.mask_count_multiple = 64  # round derived counts so attention lengths suit flash kernels
-    c.mask_reference_batch = 24  # per-GPU batch whose batch-min statistics the counts follow
+    c.method = method
+    methods.get(method).defaults(c)
 
     c.data = ml_collections.ConfigDict(dict(
         source="csv",  # csv | synthetic | tfds
@@ -71,31 +34,14 @@ def base_config():
         random_resize_scale=(0.3, 1.0),
         random_resize_aspect_ratio=(0.75, 1.35),
         hflip=True,
-        max_skip_fraction=0.01,  # stop if more than this fraction of videos is unreadable
+        max_skip_fraction=0.01,  # stop if more than this fraction of videos is unusable
         synthetic_size=4096,  # number of generated videos when source='synthetic'
-        num_views=3,  # evaluation: spatial views per clip
         read_threads=0,  # Grain read threads (0: Grain's default)
         decode_threads=0,  # PyAV decode threads per video (0: FFmpeg's choice)
         seek=True,  # start decoding at the keyframe before a clip, not at the video's start
         tfds_data_dir="",
         tfds_video_key="",  # feature holding the frames ('' : auto-detect)
         tfds_label_key="label",
-    ))
-
-    c.optim = ml_collections.ConfigDict(dict(
-        epochs=300,
-        ipe=300,  # iterations per (virtual) epoch
-        ipe_scale=1.25,  # schedules are laid out over ipe_scale * epochs * ipe steps
-        warmup=40,  # epochs
-        start_lr=2e-4,
-        lr=6.25e-4,
-        final_lr=1e-6,
-        weight_decay=0.04,
-        final_weight_decay=0.4,
-        clip_grad=10.0,
-        ema=(0.998, 1.0),
-        betas=(0.9, 0.999),
-        eps=1e-8,
     ))
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
@@ -111,7 +57,7 @@ def base_config():
         eval_every=0,  # steps between online evaluations (k-NN + linear probe); 0: off
     ))
 
-    # The labelled split and settings of the online k-NN / linear probe (vjepa_jax/online_eval.py).
+    # The labelled split and settings of the online k-NN / linear probe (vjepa_jax/evaluation/online.py).
     c.online_eval = ml_collections.ConfigDict(dict(
         source="auto",  # auto (= synthetic when data.source is synthetic, else csv) | synthetic | csv
         train_index="",  # csv: labelled index files `path label`
@@ -141,17 +87,8 @@ def _check(ok, key, value, expected):
 
 def validate(c):
     """Raise one ValueError naming the first config key with an unusable value."""
-    m = c.model
-    _check(m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype,
-           "float32, bfloat16 or float16")
-    for key in ("patch_size", "tubelet_size", "num_frames", "crop_size", "pred_width", "pred_depth"):
-        _check(isinstance(m[key], int) and m[key] > 0, f"model.{key}", m[key], "a positive integer")
-    _check(len(c.masks) >= 1, "masks", c.masks, "at least one mask generator")
-    for i, mask in enumerate(c.masks):
-        _check(mask.kind in ("multiblock", "tube", "causal"), f"masks[{i}].kind", mask.kind,
-               "multiblock, tube or causal")
-    _check(c.mask_truncation in ("random", "first"), "mask_truncation", c.mask_truncation,
-           "'random' or 'first'")
+    _check(c.method in methods.names(), "method", c.method, f"one of {methods.names()}")
+    methods.get(c.method).validate(c)
     _check(c.data.source in ("csv", "synthetic", "tfds"), "data.source", c.data.source,
            "csv, synthetic or tfds")
     _check(c.data.source != "csv" or len(c.data.index) > 0, "data.index", c.data.index,
@@ -166,6 +103,18 @@ def validate(c):
            "a fraction in [0, 1) (0: never warn)")
 
 
+def with_defaults(saved):
+    """A config saved by an earlier version (a dict), completed with today's defaults.
+
+    Keys added since it was saved take their default value, so stored runs stay readable.
+    """
+    c = base_config(saved.get("method", "vjepa"))
+    c.update(saved)
+    if "masks" in saved:
+        c.masks = [ml_collections.ConfigDict(m) for m in saved["masks"]]
+    return c
+
+
 def load_config_file(spec):
     """get_config(ARG) of a config file given as 'path.py' or 'path.py:ARG' (as --config takes)."""
     path, _, arg = spec.partition(":")
@@ -175,64 +124,3 @@ def load_config_file(spec):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(arg or None)
-
-
-def run_program(main, program, argv=None):
-    """absl app.run(main), with config-file and --config.* override errors reported in one line.
-
-    The flags are parsed here, so a bad config file, override or flag ends in one
-    `PROGRAM: error: ...` line instead of a traceback.
-    """
-    argv = sys.argv if argv is None else argv
-    exit_if_config_file_missing(argv, program)
-    try:
-        remaining = flags.FLAGS(argv)  # parse here so a bad override is not a traceback from absl
-    except AttributeError as e:  # ml_collections: an override names a key the config lacks
-        detail = str(e).strip("'\"").replace("\\'", "'").replace("\\n", " ")
-        sys.exit(f"{program}: error: unknown config key in an override: {detail}")
-    except KeyError as e:  # ml_collections: an override goes through a section the config lacks
-        sys.exit(f"{program}: error: unknown config section in an override: {e.args[0]}")
-    except (flags.Error, TypeError, ValueError) as e:
-        sys.exit(f"{program}: error: {e}")
-    app.run(main, argv=argv, flags_parser=lambda _: remaining)
-
-
-def run_workdir_program(run, program):
-    """The command line of train and eval: `run(FLAGS.config, FLAGS.workdir)` via run_program.
-
-    Requires --config and --workdir, starts jax.distributed when launched as one of several
-    processes, and turns the errors that mean bad input (ValueError, FileNotFoundError,
-    FloatingPointError) into one line and exit status 1. The library's loggers (`vjepa_jax.*`)
-    log at INFO, everything else (Orbax logs every file it writes) at WARNING.
-    """
-    from vjepa_jax import distributed  # here: config files import this module without jax
-
-    def main(args):
-        if len(args) > 1:
-            raise app.UsageError(f"unexpected arguments: {args[1:]}")
-        if flags.FLAGS.config is None or flags.FLAGS.workdir is None:
-            raise app.UsageError("--config and --workdir are required")
-        distributed.initialize_from_flags()
-        absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
-        logging.getLogger("vjepa_jax").setLevel(logging.INFO)
-        try:
-            run(flags.FLAGS.config, flags.FLAGS.workdir)
-        except (ValueError, FileNotFoundError, FloatingPointError) as e:
-            logging.getLogger("vjepa_jax").error("%s", e)
-            sys.exit(f"{program}: error: {e}")
-
-    run_program(main, program)
-
-
-def exit_if_config_file_missing(argv, program):
-    """Exit with one line when --config names no file (ml_collections would print a traceback)."""
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--config="):
-            value = arg.split("=", 1)[1]
-        else:
-            continue
-        path = value.split(":", 1)[0]
-        if not os.path.isfile(path):
-            sys.exit(f"{program}: error: config file {path} not found (from --config {value})")

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vjepa_jax import trees
+
 _KEYS = ("epochs", "ipe", "ipe_scale", "warmup", "start_lr", "lr", "final_lr", "weight_decay",
          "final_weight_decay", "clip_grad", "ema", "betas", "eps")
 
@@ -50,48 +52,64 @@ def _half_cosine(remaining, length):
     return jnp.square(jnp.sin((0.5 * math.pi) * (remaining / length)))
 
 
-def schedules(optim_cfg):
-    """Return f(s) -> {'lr', 'wd', 'momentum'} float32 of s's shape; s = 1-based update index."""
-    cfg, warmup_steps, t_max, ema_steps = _read(optim_cfg)
-    start_lr, ref_lr, final_lr = (float(cfg[k]) for k in ("start_lr", "lr", "final_lr"))
-    ref_wd, final_wd = float(cfg["weight_decay"]), float(cfg["final_weight_decay"])
-    ema0, ema1 = (float(v) for v in cfg["ema"])
-    # The reference's momentum generator holds int(ema_steps)+1 values; past that it would stop,
-    # so the index is held at its last value instead of ramping beyond ema1.
-    last_ema_index = int(ema_steps)
+def lr_wd_schedule(*, start_lr, lr, final_lr, weight_decay, final_weight_decay, warmup_steps,
+                   total_steps):
+    """f(s) -> (lr, wd) float32: linear warmup from start_lr, then half-cosine to final_lr; wd
+    half-cosine from weight_decay to final_weight_decay over all total_steps (s is 1-based)."""
+    if total_steps <= warmup_steps:
+        raise ValueError(f"the warmup ({warmup_steps} steps) must be shorter than the schedule "
+                         f"({total_steps} steps)")
+    start_lr, ref_lr, final_lr = float(start_lr), float(lr), float(final_lr)
+    ref_wd, final_wd = float(weight_decay), float(final_weight_decay)
 
     def at(step):
         s = jnp.asarray(step).astype(jnp.int32)
         f32 = lambda x: jnp.asarray(x).astype(jnp.float32)  # integers below 2**24 are exact
 
         warm = start_lr + (f32(s) / max(1, warmup_steps)) * (ref_lr - start_lr)
-        cos_lr = _half_cosine(f32(t_max - s), float(t_max - warmup_steps))
+        cos_lr = _half_cosine(f32(total_steps - s), float(total_steps - warmup_steps))
         cos_lr = jnp.maximum(final_lr, final_lr + (ref_lr - final_lr) * cos_lr)
-        lr = jnp.where(s < warmup_steps, warm, cos_lr)
+        lr_s = jnp.where(s < warmup_steps, warm, cos_lr)
 
-        wd = final_wd + (ref_wd - final_wd) * _half_cosine(f32(t_max - s), float(t_max))
+        wd = final_wd + (ref_wd - final_wd) * _half_cosine(f32(total_steps - s), float(total_steps))
         wd = jnp.maximum(final_wd, wd) if final_wd <= ref_wd else jnp.minimum(final_wd, wd)
-
-        # The s-th update consumes the (s-1)-th value of the ramp: exactly ema0 for s=1.
-        i = f32(jnp.clip(s - 1, 0, last_ema_index))
-        momentum = ema0 + i * ((ema1 - ema0) / ema_steps)
-        return {"lr": lr.astype(jnp.float32), "wd": wd.astype(jnp.float32),
-                "momentum": momentum.astype(jnp.float32)}
+        return lr_s.astype(jnp.float32), wd.astype(jnp.float32)
 
     return at
 
 
-def _path_name(path):
-    """'encoder/blocks_0/attn/qkv/bias' for a jax key path."""
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
+def momentum_schedule(ema, ema_steps):
+    """f(s) -> EMA momentum float32: linear from ema[0] to ema[1] over ema_steps updates.
+
+    The reference's momentum generator holds int(ema_steps)+1 values; past that it would stop,
+    so the index is held at its last value instead of ramping beyond ema[1]. The s-th update
+    consumes the (s-1)-th value of the ramp: exactly ema[0] for s=1.
+    """
+    ema0, ema1 = (float(v) for v in ema)
+    last_ema_index = int(ema_steps)
+
+    def at(step):
+        s = jnp.asarray(step).astype(jnp.int32)
+        i = jnp.asarray(jnp.clip(s - 1, 0, last_ema_index)).astype(jnp.float32)
+        return (ema0 + i * ((ema1 - ema0) / ema_steps)).astype(jnp.float32)
+
+    return at
+
+
+def schedules(optim_cfg):
+    """Return f(s) -> {'lr', 'wd', 'momentum'} float32 of s's shape; s = 1-based update index."""
+    cfg, warmup_steps, t_max, ema_steps = _read(optim_cfg)
+    lr_wd = lr_wd_schedule(start_lr=cfg["start_lr"], lr=cfg["lr"], final_lr=cfg["final_lr"],
+                           weight_decay=cfg["weight_decay"],
+                           final_weight_decay=cfg["final_weight_decay"],
+                           warmup_steps=warmup_steps, total_steps=t_max)
+    momentum = momentum_schedule(cfg["ema"], ema_steps)
+
+    def at(step):
+        lr, wd = lr_wd(step)
+        return {"lr": lr, "wd": wd, "momentum": momentum(step)}
+
+    return at
 
 
 def decay_mask(params):
@@ -100,21 +118,27 @@ def decay_mask(params):
     # conv/dense kernels and the 3-D predictor mask tokens are decayed. Leaves may be arrays or
     # jax.ShapeDtypeStruct, so only `.shape` is read.
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: len(x.shape) > 1 and "bias" not in _path_name(path), params)
+        lambda path, x: len(x.shape) > 1 and "bias" not in trees.path_name(path), params)
 
 
 def make_optimizer(optim_cfg, params):
-    """AdamW (torch semantics, decoupled decay on decay_mask(params)) with injectable lr and wd."""
+    """AdamW for the pretraining `config.optim` section (see adamw)."""
     cfg = _read(optim_cfg)[0]
-    b1, b2 = (float(b) for b in cfg["betas"])
-    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0) or cfg["eps"] <= 0:
-        raise ValueError(f"optim.betas={tuple(cfg['betas'])} must lie in [0, 1) and "
-                         f"optim.eps={cfg['eps']} must be > 0")
+    return adamw(params, betas=cfg["betas"], eps=cfg["eps"], lr=cfg["start_lr"],
+                 weight_decay=cfg["weight_decay"])
+
+
+def adamw(params, *, betas, eps, lr, weight_decay):
+    """AdamW (torch semantics, decoupled decay on decay_mask(params)) with injectable lr and wd."""
+    b1, b2 = (float(b) for b in betas)
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0) or eps <= 0:
+        raise ValueError(f"optim.betas={tuple(betas)} must lie in [0, 1) and "
+                         f"optim.eps={eps} must be > 0")
     # optax.adamw applies p <- p - lr*(adam + wd*p), which equals torch's p*(1-lr*wd) then the Adam
     # step. lr and wd are placeholders here: the train step writes them with `set_hyperparams`.
     return optax.inject_hyperparams(optax.adamw, hyperparam_dtype=jnp.float32)(
-        learning_rate=float(cfg["start_lr"]), b1=b1, b2=b2, eps=float(cfg["eps"]),
-        weight_decay=float(cfg["weight_decay"]), mask=decay_mask(params))
+        learning_rate=float(lr), b1=b1, b2=b2, eps=float(eps),
+        weight_decay=float(weight_decay), mask=decay_mask(params))
 
 
 def set_hyperparams(opt_state, lr, wd):

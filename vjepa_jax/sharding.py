@@ -7,6 +7,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+_log = logging.getLogger(__name__)
+
 AXES = ("data", "fsdp")
 # Logical parameter axes (named in models/) -> mesh axes. The embedding axis of every matrix is
 # split over 'fsdp' (ZeRO-3 style); everything else is replicated.
@@ -29,7 +31,7 @@ def make_mesh(mesh_cfg, devices=None):
     if total > len(devices):
         raise ValueError(f"mesh {sizes} needs {total} devices, only {len(devices)} available")
     if total < len(devices):
-        logging.warning("mesh %s uses %d of %d devices", sizes, total, len(devices))
+        _log.warning("mesh %s uses %d of %d devices", sizes, total, len(devices))
     return Mesh(np.asarray(devices[:total]).reshape(sizes), AXES)
 
 

@@ -1,4 +1,4 @@
-"""V-JEPA pretraining: one program for a laptop, a GPU node, a GPU cluster or a TPU pod.
+"""JEPA pretraining (V-JEPA; `config.method` picks the method): one program for a laptop, a GPU node, a GPU cluster or a TPU pod.
 
     python -m vjepa_jax.train --config configs/pretrain/demo.py --workdir /tmp/vjepa_demo
     python -m vjepa_jax.train --config configs/pretrain/vitl16.py --workdir DIR \
@@ -8,7 +8,6 @@ Resumes automatically from the last complete checkpoint in --workdir. SIGTERM (p
 saves a checkpoint and exits. Writes DIR/metrics.jsonl, DIR/tensorboard/ and DIR/metrics.png.
 """
 import logging
-import os
 import signal
 import time
 
@@ -18,31 +17,12 @@ import tqdm
 from absl import flags
 from ml_collections import config_flags
 
-from vjepa_jax import checkpoint, config as config_lib, distributed, logger, model as model_lib
-from vjepa_jax import objective, online_eval, plot, sharding, train_state
+from vjepa_jax import checkpoint, cli, config as config_lib, distributed, logger, methods, plot
+from vjepa_jax import sharding, train_state, train_step, workdir as workdir_lib
 from vjepa_jax.data import pipeline
+from vjepa_jax.evaluation import online
 
-log = logging.getLogger("vjepa_jax")
-
-
-def prepare_workdir(path):
-    """Create the workdir and prove it is writable, before any compute is spent."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write_test_{jax.process_index()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"--workdir {path} is not writable: {e.strerror or e}") from None
-    return os.path.abspath(path)
-
-
-def model_meta(config, generators):
-    """Stored with every checkpoint: the model and masks it must agree with, and the full config."""
-    return {"model": config.model.to_dict(), "masks": [
-        {"kind": g.kind, "num_context": g.num_context, "num_target": g.num_target} for g in generators],
-        "config": config.to_json()}
+log = logging.getLogger("vjepa_jax.train")
 
 
 def compile_step(step_fn, state, batch, rng):
@@ -62,7 +42,7 @@ def compile_step(step_fn, state, batch, rng):
 def run(config, workdir):
     # ---------------------------------------------------------------- setup
     config_lib.validate(config)
-    workdir = prepare_workdir(workdir)
+    workdir = workdir_lib.prepare_workdir(workdir)
     main_process = jax.process_index() == 0
     log.info("jax %s, %d processes, %d devices (%s)", jax.__version__, jax.process_count(),
                  jax.device_count(), jax.devices()[0].platform)
@@ -73,16 +53,13 @@ def run(config, workdir):
     batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
 
     # ---------------------------------------------------------------- model, masks, optimizer
-    vjepa = model_lib.build(config)
-    encoder, predictor, generators = vjepa.encoder, vjepa.predictor, vjepa.generators
-    shape = encoder.shape
+    model = methods.get(config.method).build(config)
     total_steps = config.optim.epochs * config.optim.ipe
-    for i, g in enumerate(generators):
-        log.info("mask %d (%s): %d context + %d target of %d tokens", i, g.kind,
-                     g.num_context, g.num_target, shape.num_tokens)
+    for line in model.describe():
+        log.info("%s", line)
 
     # ---------------------------------------------------------------- data
-    dataset = pipeline.make_dataset(config, train=True, process_index=jax.process_index(),
+    dataset = pipeline.make_dataset(config, process_index=jax.process_index(),
                                     process_count=jax.process_count())
     data_iter = iter(dataset)
 
@@ -90,22 +67,21 @@ def run(config, workdir):
     b = config.data.batch_size
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
-    abstract_state, state_shardings, init = train_state.create(
-        encoder, predictor, config.optim, vjepa.example(b), mesh, init_rng)
+    abstract_state, state_shardings, init = train_state.create(model.init, config.optim, mesh,
+                                                               init_rng)
     n_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
     log.info("%s parameters (encoder + predictor)", f"{n_params:,}")
 
     # ---------------------------------------------------------------- compiled step
-    step_fn = objective.jit_train_step(encoder, predictor, generators, config.optim,
-                                       state_shardings, {"video": batch_sharding}, repl)
+    step_fn = train_step.jit_train_step(model, config.optim, state_shardings,
+                                        {"video": batch_sharding}, repl)
 
     # ---------------------------------------------------------------- checkpoint: resume or init
     mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-    meta = model_meta(config, generators)
+    meta = workdir_lib.model_meta(config, model)
     latest = mngr.latest_step()
     if latest is not None:
-        checkpoint.check_meta(checkpoint.read_meta(mngr, latest), meta, workdir,
-                              keys=("model", "masks"))
+        workdir_lib.check_resumable(workdir_lib.read_meta(mngr, latest), meta, workdir)
         state = checkpoint.restore(mngr, latest, abstract_state, state_shardings, data_iter)
         log.info("resumed from %s/checkpoints/%d", workdir, latest)
     else:
@@ -164,7 +140,7 @@ def run(config, workdir):
                     f"(limit train.max_skipped_steps={config.train.max_skipped_steps}); "
                     "lower optim.lr or check the data. Last state saved.")
         if config.train.eval_every and step % config.train.eval_every == 0:
-            scores = online_eval.online_eval(encoder, state.target_params, config)
+            scores = online.online_eval(model.encoder, state.target_params, config)
             writer.write(step, {f"online/{k}": v for k, v in scores.items()})
             log.info("step %d: online eval %s", step,
                      ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
@@ -197,4 +173,4 @@ def define_flags():
 
 if __name__ == "__main__":
     define_flags()
-    config_lib.run_workdir_program(run, "vjepa_jax.train")
+    cli.run_workdir_program(run, "vjepa_jax.train")

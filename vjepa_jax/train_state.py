@@ -15,22 +15,14 @@ class TrainState(train_state.TrainState):
     skipped: Any = None
 
 
-def create(encoder, predictor, optim_cfg, example, mesh, rng):
-    """Shapes first: `example` = (video [B,T,H,W,3], ctx [B,Kc], tgt [B,Kt]) arrays or shapes.
+def create(init_boxed, optim_cfg, mesh, rng):
+    """Shapes first: `init_boxed(rng)` returns boxed params {'encoder', 'predictor'} (a method
+    bundle's `init`).
 
     Returns (abstract_state, state_shardings, init) where `init(rng)` creates the TrainState
     already sharded (a jitted init with out_shardings); a resumed run restores into
     `abstract_state` instead and never materialises fresh parameters.
     """
-    # Parameter shapes do not depend on the batch size: initialise on one example.
-    video, ctx, tgt = (jnp.zeros((1,) + tuple(x.shape[1:]), x.dtype) for x in example)
-
-    def init_boxed(rng):
-        k_enc, k_pred = jax.random.split(rng)
-        z = jnp.zeros(ctx.shape + (encoder.shape.width,), jnp.float32)
-        return {"encoder": encoder.init(k_enc, video)["params"],
-                "predictor": predictor.init(k_pred, z, ctx, tgt, 0)["params"]}
-
     boxed = jax.eval_shape(init_boxed, rng)
     params_abstract = nn.unbox(boxed)
     tx = optim.make_optimizer(optim_cfg, params_abstract)

@@ -10,7 +10,7 @@ third probes the same architecture with random weights: the baseline. Expected o
 see docs/EVAL.md for the measured top-1 of both and the time (minutes each).
 `:smoke` matches `configs/pretrain/demo.py:smoke` and runs in seconds (tests).
 """
-from vjepa_jax.eval_configs import base_eval_config
+from vjepa_jax.evaluation.configs import base_eval_config
 
 
 def get_config(arg=None):

@@ -6,7 +6,8 @@
 is the same demo with the reference's masks and EMA schedule (see below).
 Expected on a 2-core CPU: see the README's demo section for the measured loss drop and time.
 """
-from vjepa_jax.config import base_config, mask_config
+from vjepa_jax.config import base_config
+from vjepa_jax.methods.vjepa.defaults import mask_config
 
 
 def causal_mask(context_frames):

@@ -5,7 +5,7 @@
 
 Global batch 3072 (the reference: 24 per GPU x 128 GPUs), 90,000 steps, schedules laid out over
 112,500 steps. The published ViT-L/16 reaches 80.8 (K400 16x8x3) and 69.5 (SSv2 16x2x3) with the
-attentive probe (configs/evals/vitl16_k400.py, vitl16_ssv2.py).
+attentive probe (configs/evals/probe.py:vitl16,k400 and :vitl16,ssv2).
 """
 from vjepa_jax.config import base_config
 

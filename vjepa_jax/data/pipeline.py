@@ -161,33 +161,32 @@ def make_source(config, *, train=True):
     num_clips = int(d.num_clips)
     if d.source == "csv":
         # FFmpeg threads only help when no worker processes already use the cores.
-        threads = int(d.get("decode_threads", 0)) or (1 if d.num_workers > 0 else 0)
+        threads = int(d.decode_threads) or (1 if d.num_workers > 0 else 0)
         return VideoFileClips(index_lib.read_index(list(d.index), list(d.weights)),
                               frames_per_clip=config.model.num_frames, frame_step=d.frame_step,
                               duration=d.duration, num_clips=num_clips, allow_overlap=not train,
-                              threads=threads, seek=bool(d.get("seek", True)))
+                              threads=threads, seek=bool(d.seek))
     if d.source == "synthetic":
         return SyntheticClips(d.synthetic_size, frames_per_clip=config.model.num_frames,
                               num_clips=num_clips, size=config.model.crop_size, seed=config.seed)
     if d.source == "tfds":
         from vjepa_jax.data import tfds as tfds_lib
 
-        return tfds_lib.TfdsClips(d.tfds_name, d.tfds_split, data_dir=d.get("tfds_data_dir", ""),
+        return tfds_lib.TfdsClips(d.tfds_name, d.tfds_split, data_dir=d.tfds_data_dir,
                                   frames_per_clip=config.model.num_frames,
                                   frame_step=d.frame_step, num_clips=num_clips,
                                   allow_overlap=not train,
-                                  video_key=d.get("tfds_video_key", ""),
-                                  label_key=d.get("tfds_label_key", "label"))
+                                  video_key=d.tfds_video_key, label_key=d.tfds_label_key)
     raise ValueError(f"config.data.source={d.source!r}: expected 'csv', 'synthetic' or 'tfds'")
 
 
-def example_loader(config, source, *, train=True):
-    """The per-example function (entry number, rng) -> example dict that make_dataset maps."""
+def example_loader(config, source):
+    """The pretraining per-example function (entry number, rng) -> example dict."""
     d = config.data
-    return LoadExample(source, train=train, frames=int(config.model.num_frames),
+    return LoadExample(source, train=True, frames=int(config.model.num_frames),
                        size=int(config.model.crop_size), scale=d.random_resize_scale,
                        ratio=d.random_resize_aspect_ratio, hflip=bool(d.hflip),
-                       num_clips=int(d.num_clips), num_views=int(d.get("num_views", 3)))
+                       num_clips=int(d.num_clips), num_views=1)
 
 
 def _shuffled_entries(source, seed):
@@ -201,35 +200,48 @@ def _shuffled_entries(source, seed):
     return grain.MapDataset.mix(parts, list(source.weights))
 
 
-def make_dataset(config, *, train=True, process_index=0, process_count=1, source=None):
-    """grain.IterDataset of LOCAL batches (see module docstring); iterate it with iter()."""
-    d = config.data
-    if d.batch_size % process_count:
-        raise ValueError(f"config.data.batch_size={d.batch_size} is not divisible by the "
-                         f"process count {process_count}")
+def _check_hosts(batch_size, process_index, process_count, key):
+    if batch_size % process_count:
+        raise ValueError(f"config.{key}={batch_size} is not divisible by the process count "
+                         f"{process_count}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} outside [0, {process_count})")
-    if train and d.num_clips != 1:
+
+
+def make_dataset(config, *, process_index=0, process_count=1, source=None):
+    """Pretraining: infinite grain.IterDataset of this host's LOCAL train batches (see above)."""
+    d = config.data
+    _check_hosts(d.batch_size, process_index, process_count, "data.batch_size")
+    if d.num_clips != 1:
         raise ValueError(f"config.data.num_clips={d.num_clips}: pretraining supports 1 clip "
                          "per video")
-    local_batch = d.batch_size // process_count
-    source = make_source(config, train=train) if source is None else source
-    load = example_loader(config, source, train=train)
-
-    if train:
-        ds = _shuffled_entries(source, config.seed)
-    else:
-        # One pass in index order, padded so every host gets the same number of full batches.
-        total = math.ceil(len(source) / d.batch_size) * d.batch_size
-        ds = grain.MapDataset.range(total).map(_PadTo(len(source))).seed(config.seed)
+    source = make_source(config) if source is None else source
     # random_map before the host slice: each example's randomness depends on its global position.
-    ds = ds.random_map(load)
-    return batched(ds, config, local_batch, process_index, process_count)
+    ds = _shuffled_entries(source, config.seed).random_map(example_loader(config, source))
+    return batched(ds, d.batch_size // process_count, process_index, process_count,
+                   num_workers=d.num_workers, prefetch=d.prefetch, read_threads=d.read_threads)
 
 
-def batched(ds, config, local_batch, process_index, process_count):
-    """MapDataset of examples (in global order) -> this host's IterDataset of LOCAL batches."""
-    d = config.data
+def eval_dataset(source, *, frames, size, num_clips, num_views, batch_size, seed, num_workers,
+                 prefetch, read_threads=0, process_index=0, process_count=1):
+    """One pass over `source` in index order: this host's LOCAL eval batches, padded (valid=0)
+    so every host gets the same number of full batches of `batch_size` (global) examples."""
+    _check_hosts(batch_size, process_index, process_count, "data.batch_size")
+    load = LoadExample(source, train=False, frames=frames, size=size, scale=(1.0, 1.0),
+                       ratio=(1.0, 1.0), hflip=False, num_clips=num_clips, num_views=num_views)
+    total = math.ceil(len(source) / batch_size) * batch_size
+    ds = grain.MapDataset.range(total).map(_PadTo(len(source))).seed(seed).random_map(load)
+    return batched(ds, batch_size // process_count, process_index, process_count,
+                   num_workers=num_workers, prefetch=prefetch, read_threads=read_threads)
+
+
+def batched(ds, local_batch, process_index, process_count, *, num_workers, prefetch,
+            read_threads=0):
+    """MapDataset of examples (in global order) -> this host's IterDataset of LOCAL batches.
+
+    num_workers worker processes (0: in this process), `prefetch` batches read ahead,
+    read_threads Grain read threads (0: one with workers, four without).
+    """
     # Batch before the workers: whole batches are the unit of work, so batches are the same for
     # any number of workers (0 in a notebook, 16 on a GPU host).
     ds = ds.batch(local_batch, drop_remainder=True)
@@ -238,14 +250,14 @@ def batched(ds, config, local_batch, process_index, process_count):
     ds = ds[process_index::process_count]
     # Grain's defaults (16 threads, 500 elements read ahead) would hold 500 batches; read ahead
     # `prefetch` batches, with threads only where there are no worker processes.
-    threads = int(d.get("read_threads", 0)) or (1 if d.num_workers > 0 else 4)
+    threads = int(read_threads) or (1 if num_workers > 0 else 4)
     # Grain warns (and may later refuse) when fewer batches are buffered than threads read.
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                              prefetch_buffer_size=max(threads, int(d.prefetch))))
-    if d.num_workers > 0:
+                                              prefetch_buffer_size=max(threads, int(prefetch))))
+    if num_workers > 0:
         _ensure_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=int(d.num_workers), per_worker_buffer_size=max(1, int(d.prefetch))))
+            num_workers=int(num_workers), per_worker_buffer_size=max(1, int(prefetch))))
     return ds
 
 

@@ -66,7 +66,7 @@ def measure(index, *, workers, batch_size, batches, frames, frame_step, crop, se
                   num_workers=0, read_threads=1, decode_threads=1,  # as inside one worker
                   seek=seek)
     source = pipeline.make_source(c, train=True)
-    load = pipeline.example_loader(c, source, train=True)
+    load = pipeline.example_loader(c, source)
     n = batch_size * batches
     rng = np.random.default_rng(seed)
     order = rng.integers(0, len(source), n)

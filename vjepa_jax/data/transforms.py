@@ -2,15 +2,11 @@
 
 Resizing is bilinear with half-pixel centres (PyTorch `align_corners=False`, cv2 INTER_LINEAR)
 and WITHOUT antialiasing, like the reference. Outputs stay uint8 (rounded) until the device, where
-`normalize` turns them into float32.
+`preprocess.normalize` turns them into float32.
 """
 import math
 
 import numpy as np
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def crop_params(rng, height, width, scale, ratio, num_tries=10):
     """(top, left, h, w) of a random resized crop: area ~ U(scale), aspect log-uniform in ratio."""
@@ -120,12 +116,3 @@ def eval_views(video, size, num_views=3):
         else:
             views.append(v[:, :size, start:start + size])
     return np.stack(views)
-
-
-def normalize(x):
-    """uint8 [..., 3] -> float32 (x / 255 - ImageNet mean) / std, in jnp (runs on device)."""
-    import jax.numpy as jnp
-
-    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
-    std = jnp.asarray(IMAGENET_STD, jnp.float32)
-    return (jnp.asarray(x).astype(jnp.float32) / 255.0 - mean) / std

@@ -1,7 +1,11 @@
 """Video decoding with PyAV and the reference's clip frame-index sampling (VJEPA_SPEC §5.2)."""
+import contextlib
+import logging
 import os
 
 import numpy as np
+
+_log = logging.getLogger(__name__)
 
 MIN_BYTES = 1024  # the reference skips files smaller than 1 KiB
 MAX_BYTES = 10**9  # ... and larger than 1e9 bytes
@@ -81,6 +85,17 @@ def _open(path):
     return container
 
 
+@contextlib.contextmanager
+def _as_video_error(what):
+    """Re-raise any decoder error inside the block as VideoError('what: Type: message')."""
+    try:
+        yield
+    except VideoError:
+        raise
+    except Exception as e:  # PyAV raises many FFmpeg error types
+        raise VideoError(f"{what}: {type(e).__name__}: {e}") from e
+
+
 def _fps(stream):
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return float(rate) if rate else 0.0
@@ -90,15 +105,12 @@ def count_frames(path):
     """(number of frames, frames per second) of a video; counts packets when the header has none."""
     container = _open(path)
     try:
-        stream = container.streams.video[0]
-        fps = _fps(stream)
-        n = int(stream.frames or 0)
-        if n <= 0:  # some containers (webm, some avi) store no frame count: demux and count
-            n = sum(1 for packet in container.demux(stream) if packet.size > 0)
-    except VideoError:
-        raise
-    except Exception as e:
-        raise VideoError(f"cannot read: {type(e).__name__}: {e}") from e
+        with _as_video_error("cannot read"):
+            stream = container.streams.video[0]
+            fps = _fps(stream)
+            n = int(stream.frames or 0)
+            if n <= 0:  # some containers (webm, some avi) store no frame count: demux and count
+                n = sum(1 for packet in container.demux(stream) if packet.size > 0)
     finally:
         container.close()
     return n, fps
@@ -135,35 +147,32 @@ def _decode(path, wanted, threads, seek):
     found = {}
     container = _open(path)
     try:
-        stream = container.streams.video[0]
-        if threads != 1:
-            stream.thread_type = "AUTO"  # frame + slice threading inside FFmpeg
-            stream.thread_count = max(0, int(threads))
-        if seek:
-            fps, base = _fps(stream), stream.time_base
-            if not fps or base is None:
-                return None
-            start = stream.start_time or 0
-            # Timestamp of the first wanted frame; the seek lands on the keyframe at or before it.
-            container.seek(start + int(first / fps / base), stream=stream, backward=True)
-            number = lambda frame: round(float((frame.pts - start) * base) * fps)
-        else:
-            counter = iter(range(1 << 62))
-            number = lambda frame: next(counter)
-        for frame in container.decode(stream):
-            if seek and frame.pts is None:
-                return None
-            i = number(frame)
-            if seek and not found and i > first:
-                return None  # landed past the first wanted frame: timestamps are off
-            if i in wanted:
-                found[i] = frame.to_ndarray(format="rgb24")
-            if i >= last:
-                break
-    except VideoError:
-        raise
-    except Exception as e:
-        raise VideoError(f"decode failed: {type(e).__name__}: {e}") from e
+        with _as_video_error("decode failed"):
+            stream = container.streams.video[0]
+            if threads != 1:
+                stream.thread_type = "AUTO"  # frame + slice threading inside FFmpeg
+                stream.thread_count = max(0, int(threads))
+            if seek:
+                fps, base = _fps(stream), stream.time_base
+                if not fps or base is None:
+                    return None
+                start = stream.start_time or 0
+                # Timestamp of the first wanted frame; the seek lands on the keyframe at or before it.
+                container.seek(start + int(first / fps / base), stream=stream, backward=True)
+                number = lambda frame: round(float((frame.pts - start) * base) * fps)
+            else:
+                counter = iter(range(1 << 62))
+                number = lambda frame: next(counter)
+            for frame in container.decode(stream):
+                if seek and frame.pts is None:
+                    return None
+                i = number(frame)
+                if seek and not found and i > first:
+                    return None  # landed past the first wanted frame: timestamps are off
+                if i in wanted:
+                    found[i] = frame.to_ndarray(format="rgb24")
+                if i >= last:
+                    break
     finally:
         container.close()
     return found
@@ -200,8 +209,9 @@ def _decoded_count(path):
     try:
         for _ in container.decode(container.streams.video[0]):
             count += 1
-    except Exception:
-        pass  # frames up to the first error count; a corrupt tail is tolerated
+    except Exception as e:  # frames up to the first error count; a corrupt tail is tolerated
+        _log.warning("%s: decoding stopped after %d frames (%s: %s); using those", path, count,
+                     type(e).__name__, e)
     finally:
         container.close()
     return count

@@ -47,4 +47,4 @@ def predictor_from_config(model_cfg, shape, num_mask_tokens):
         raise ValueError(f"model.pred_width={model_cfg.pred_width} is not divisible by {heads} heads")
     return Predictor(model_cfg.pred_width, model_cfg.pred_depth, heads, shape.width, shape.grid,
                      num_mask_tokens, model_cfg.uniform_power, jnp.dtype(model_cfg.dtype),
-                     model_cfg.attention, model_cfg.remat, model_cfg.get("scan_blocks", False))
+                     model_cfg.attention, model_cfg.remat, model_cfg.scan_blocks)

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjepa_jax import objective
+from vjepa_jax import preprocess
 from vjepa_jax.models import pos_embed
 from vjepa_jax.models.attention import attention, resolve_backend
 
@@ -153,7 +153,7 @@ def frozen_features(encoder, params, video, feature_dtype=jnp.bfloat16, encoder_
     clips = video.reshape((b * s * v,) + video.shape[3:])
 
     def encode(x):
-        return encoder.apply({"params": params}, objective.normalize(x)).astype(feature_dtype)
+        return encoder.apply({"params": params}, preprocess.normalize(x)).astype(feature_dtype)
 
     if encoder_batch and encoder_batch < clips.shape[0]:
         if clips.shape[0] % encoder_batch:

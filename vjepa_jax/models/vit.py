@@ -43,6 +43,10 @@ class Shape:
     def num_tokens(self):
         return int(np.prod(self.grid))
 
+    def clip(self, batch_size=1):
+        """Shape (B, T, S, S, 3) of a batch of full-size clips."""
+        return (batch_size, self.num_frames, self.crop_size, self.crop_size, 3)
+
 
 def shape_from_config(model_cfg):
     """Encoder Shape from `config.model` (variant plus optional width/depth/heads overrides)."""
@@ -98,13 +102,21 @@ def encoder_from_config(model_cfg):
     """VisionTransformer built from `config.model`."""
     return VisionTransformer(shape_from_config(model_cfg), model_cfg.uniform_power,
                              jnp.dtype(model_cfg.dtype), model_cfg.attention, model_cfg.remat,
-                             model_cfg.get("scan_blocks", False))
+                             model_cfg.scan_blocks)
+
+
+def init_params(encoder, rng):
+    """Boxed params of `encoder` (logical axis names kept), initialised on one zero clip."""
+    return encoder.init(rng, jnp.zeros(encoder.shape.clip(1), jnp.float32))["params"]
+
+
+def abstract_params(encoder):
+    """Unboxed jax.ShapeDtypeStruct params of `encoder`; no arrays are created."""
+    boxed = jax.eval_shape(lambda k: init_params(encoder, k), jax.random.key(0))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nn.unbox(boxed))
 
 
 def random_init_params(encoder, seed, out_shardings=None):
     """Freshly initialised (unboxed) params of `encoder`: the random-init baseline of every eval."""
-    s = encoder.shape
-    example = jnp.zeros((1, s.num_frames, s.crop_size, s.crop_size, 3), jnp.float32)
-    init = jax.jit(lambda k: nn.unbox(encoder.init(k, example)["params"]),
-                   out_shardings=out_shardings)
+    init = jax.jit(lambda k: nn.unbox(init_params(encoder, k)), out_shardings=out_shardings)
     return init(jax.random.key(seed))

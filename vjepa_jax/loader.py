@@ -15,8 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vjepa_jax import config as config_lib, convert, objective
+from vjepa_jax import config as config_lib, methods, preprocess, workdir
+from vjepa_jax.interop import files
 from vjepa_jax.models import vit
+
+_log = logging.getLogger(__name__)
 
 
 class Encoder:
@@ -56,7 +59,7 @@ class Encoder:
         if frames.dtype != jnp.uint8 or frames.shape[-1:] != (3,):
             raise ValueError(f"preprocess expects uint8 RGB frames [..., H, W, 3], got "
                              f"{frames.dtype} {tuple(frames.shape)}")
-        return objective.normalize(frames)
+        return preprocess.normalize(frames)
 
     def __repr__(self):
         s = self.shape
@@ -64,28 +67,30 @@ class Encoder:
                 f"trained on {s.num_frames}x{s.crop_size}x{s.crop_size})")
 
 
-def _module(model_cfg, dtype, attention):
-    m = config_lib.base_config().model
+def _module(method, model_cfg, dtype, attention):
+    """The encoder module of a stored `config.model` (keys added since at their defaults)."""
+    m = config_lib.base_config(method).model
     m.update(model_cfg)
     m.update(dtype=str(jnp.dtype(dtype)), attention=attention)
-    return vit.encoder_from_config(m), m.to_dict()
+    return methods.get(method).encoder_from_config(m), m.to_dict()
 
 
 def _from_workdir(path, which, step):
     part = "target_params" if which == "target" else "params/encoder"
-    tree, config, _, step = convert.read_workdir(path, step, (part,))
+    tree, config, _, step = workdir.read_workdir(path, step, (part,))
     params = tree["target_params"] if which == "target" else tree["params"]["encoder"]
-    return config.model.to_dict(), params, f"{path} step {step} ({which})"
+    return config.method, config.model.to_dict(), params, f"{path} step {step} ({which})"
 
 
-def _from_state_dict(sd, num_frames, crop_size, where, model_cfg=None):
+def _from_state_dict(sd, num_frames, crop_size, where, model_cfg=None, method="vjepa"):
     """Geometry (unless stored) and strict params of an official-layout encoder state dict."""
+    layout = methods.get(method).layout
     if model_cfg is None:
-        geometry = convert.infer_model(sd, None, num_frames, crop_size)
-        model_cfg = convert.model_config(geometry).to_dict()
-    encoder, _ = _module(model_cfg, "float32", "xla")
-    abstract = convert.abstract_params(encoder)["encoder"]
-    params = convert.module_from_torch(sd, abstract, "encoder", convert.tables(encoder)[0], where)
+        geometry = layout.infer_model(sd, None, num_frames, crop_size)
+        model_cfg = layout.model_config(geometry).to_dict()
+    encoder, _ = _module(method, model_cfg, "float32", "xla")
+    params = layout.module_from_torch(sd, vit.abstract_params(encoder), "encoder",
+                                      layout.tables(encoder)[0], where)
     return model_cfg, params
 
 
@@ -101,23 +106,25 @@ def load_encoder(path, which="target", *, step=None, num_frames=None, crop_size=
     if which not in ("target", "encoder"):
         raise ValueError(f"which={which!r}: use 'target' (EMA target encoder) or 'encoder'")
     path = os.fspath(path)
+    method = "vjepa"  # official files: the V-JEPA layout
     if os.path.isdir(path):
-        model_cfg, params, source = _from_workdir(path, which, step)
+        method, model_cfg, params, source = _from_workdir(path, which, step)
     elif path.endswith(".safetensors"):
-        tensors, meta = convert.read_safetensors(path)
+        tensors, meta = files.read_safetensors(path)
         if which != meta.get("vjepa_jax.which", which):
-            logging.warning("%s holds the %s encoder (which=%r ignored)", path,
-                            meta["vjepa_jax.which"], which)
+            _log.warning("%s holds the %s encoder (which=%r ignored)", path,
+                         meta["vjepa_jax.which"], which)
         stored = json.loads(meta["vjepa_jax.model"]) if "vjepa_jax.model" in meta else None
-        model_cfg, params = _from_state_dict(tensors, num_frames, crop_size, path, stored)
+        method = meta.get("vjepa_jax.method", method)
+        model_cfg, params = _from_state_dict(tensors, num_frames, crop_size, path, stored, method)
         source = path
     elif os.path.isfile(path):
-        ckpt = convert.read_torch_file(path, allow_pickle)
-        sd = convert.pick_encoder(ckpt, which, path)
+        ckpt = files.read_torch_file(path, allow_pickle)
+        sd = files.pick_encoder(ckpt, which, path)
         model_cfg, params = _from_state_dict(sd, num_frames, crop_size, f"{path} ({which})")
         source = f"{path} ({which})"
     else:
         raise FileNotFoundError(f"{path}: no such workdir or checkpoint file")
-    module, model_cfg = _module(model_cfg, dtype, attention)
+    module, model_cfg = _module(method, model_cfg, dtype, attention)
     params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float32), params)
     return Encoder(module, params, model_cfg, source)

@@ -92,7 +92,7 @@ def base_eval_config():
         pos_embed=False,
         encoder_batch=0,  # >0: encode this many clips at a time (less memory for 8x3 clips)
         # Encode both splits once (validation transform, no augmentation) and train on the stored
-        # tokens: small datasets only, one process (vjepa_jax/feature_cache.py).
+        # tokens: small datasets only, one process (vjepa_jax/evaluation/feature_cache.py).
         cache_features=False,
     ))
 

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import tqdm
 
-log = logging.getLogger("vjepa_jax.eval")
+log = logging.getLogger(__name__)
 
 
 def encode_split(encode_fn, encoder_params, batches, to_global, name, total=None):

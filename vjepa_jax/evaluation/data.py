@@ -14,7 +14,6 @@ import logging
 import os
 
 import grain
-import ml_collections
 import numpy as np
 
 from vjepa_jax.data import index as index_lib
@@ -208,22 +207,15 @@ def make_train_dataset(config, source, *, process_index=0, process_count=1):
     ds = grain.MapDataset.range(len(source)).seed(config.seed).shuffle().repeat()
     ds = ds.random_map(TrainExample(source, config.model.crop_size, d.train_scale, d.train_ratio,
                                     d.train_hflip))
-    return pipeline.batched(ds, config, d.batch_size // process_count, process_index,
-                            process_count)
+    return pipeline.batched(ds, d.batch_size // process_count, process_index, process_count,
+                            num_workers=d.num_workers, prefetch=d.prefetch)
 
 
 def make_val_dataset(config, source, *, process_index=0, process_count=1):
     """One pass over the validation split in index order, LOCAL batches padded with valid=0."""
     d = config.data
-    frames = 1 if is_image_source(config) else config.model.num_frames
-    # The data pipeline's eval path, driven by the few keys it reads.
-    pipe = ml_collections.ConfigDict(dict(
-        seed=config.seed,
-        model=dict(num_frames=frames, crop_size=config.model.crop_size),
-        data=dict(source="given", batch_size=d.val_batch_size or d.batch_size,
-                  num_clips=d.num_segments, num_views=d.num_views, num_workers=d.num_workers,
-                  prefetch=d.prefetch, read_threads=d.get("read_threads", 0),
-                  random_resize_scale=tuple(d.train_scale),
-                  random_resize_aspect_ratio=tuple(d.train_ratio), hflip=False)))
-    return pipeline.make_dataset(pipe, train=False, process_index=process_index,
-                                 process_count=process_count, source=source)
+    return pipeline.eval_dataset(
+        source, frames=1 if is_image_source(config) else config.model.num_frames,
+        size=config.model.crop_size, num_clips=d.num_segments, num_views=d.num_views,
+        batch_size=d.val_batch_size or d.batch_size, seed=config.seed, num_workers=d.num_workers,
+        prefetch=d.prefetch, process_index=process_index, process_count=process_count)

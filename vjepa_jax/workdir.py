@@ -1,0 +1,120 @@
+"""A pretraining workdir on disk: create it, describe its model for the checkpoints, read it back.
+
+DIR/checkpoints/<step>/{state, data, meta} (checkpoint.py writes them). `meta` records the
+method, the model and the method's mask description (what a resume must agree with) and the
+whole config; `read_workdir` restores chosen parts of a checkpoint onto the CPU from it alone,
+which is how the encoder loader and the converter read runs.
+"""
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from vjepa_jax import checkpoint, config as config_lib, methods, mismatch, optim
+from vjepa_jax.models import vit
+
+
+def prepare_workdir(path):
+    """Create the workdir and prove it is writable, before any compute is spent."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_test_{jax.process_index()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"--workdir {path} is not writable: {e.strerror or e}") from e
+    return os.path.abspath(path)
+
+
+def model_meta(config, model):
+    """Stored with every checkpoint: the method, the model and what the method's bundle says of
+    itself (V-JEPA: its masks), which a resume must agree with, and the full config."""
+    return {"method": config.method, "model": config.model.to_dict(), **model.meta(),
+            "config": config.to_json()}
+
+
+def read_meta(mngr, step):
+    """The JSON model description stored with a checkpoint (older ones: method 'vjepa')."""
+    meta = checkpoint.read_meta(mngr, step)
+    meta.setdefault("method", "vjepa")
+    return meta
+
+
+def check_resumable(saved, current, workdir):
+    """Raise mismatch.CheckpointMismatch naming every described setting that differs."""
+    mismatch.check_agrees(saved, {k: v for k, v in current.items() if k != "config"}, workdir,
+                          what="holds a checkpoint of a different model; refusing to resume or "
+                               "overwrite it")
+
+
+def config_from_meta(meta):
+    """The full config stored with a checkpoint, keys added since it was saved at their defaults
+    (checkpoints older than the stored config: the base config with the stored model)."""
+    if "config" in meta:
+        return config_lib.with_defaults(json.loads(meta["config"]))
+    c = config_lib.base_config()
+    c.model.update(meta["model"])
+    return c
+
+
+def abstract_params(model):
+    """Unboxed jax.ShapeDtypeStruct params {'encoder', 'predictor'} of a method's model bundle."""
+    boxed = jax.eval_shape(model.init, jax.random.key(0))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nn.unbox(boxed))
+
+
+def read_workdir(workdir, step=None, parts=("params", "target_params")):
+    """Restore only `parts` of the state at `step` (default: latest) of a workdir, onto the CPU.
+
+    Returns (tree {part: ...}, config, meta, step). parts may name 'step', 'params',
+    'target_params', 'opt_state' or a sub-tree such as 'params/encoder'.
+    """
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise FileNotFoundError(f"--workdir {workdir}: no checkpoints (missing {ckpt_dir})")
+    mngr = checkpoint.manager(workdir, 1, read_only=True)
+    try:
+        steps = sorted(mngr.all_steps())
+        if not steps:
+            raise FileNotFoundError(f"--workdir {workdir}: {ckpt_dir} holds no complete checkpoint")
+        if step is None:
+            step = steps[-1]
+        if step not in steps:
+            raise ValueError(f"--step {step}: {workdir} has checkpoints at steps {steps}")
+        try:
+            meta = read_meta(mngr, step)
+        except Exception as e:  # orbax raises various types for a damaged item
+            raise ValueError(f"{ckpt_dir}/{step}: unreadable model description (meta): {e}") from e
+        item_dir = os.path.join(str(mngr.directory), str(step), "state")
+    finally:
+        mngr.close()
+    config = config_from_meta(meta)
+    method = methods.get(config.method)
+    if all(p in ("target_params", "params/encoder") for p in parts):  # the encoder alone
+        params = {"encoder": vit.abstract_params(method.encoder_from_config(config.model))}
+    else:
+        params = abstract_params(method.build(config))
+    counter = jax.ShapeDtypeStruct((), jnp.int32)
+    full = {"step": counter, "skipped": counter, "params": params, "target_params": params["encoder"]}
+    if any(p.startswith("opt_state") for p in parts):
+        full["opt_state"] = jax.eval_shape(optim.make_optimizer(config.optim, params).init, params)
+    item = {}
+    for part in parts:
+        keys = part.split("/")
+        src, dst = full, item
+        for k in keys[:-1]:
+            src, dst = src[k], dst.setdefault(k, {})
+        dst[keys[-1]] = src[keys[-1]]
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    item = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), item)
+    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=cpu), item)
+    try:
+        tree = ocp.PyTreeCheckpointer().restore(item_dir, args=ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=True))
+    except Exception as e:  # corrupt or foreign data: name the directory, not an orbax internal
+        raise ValueError(f"{item_dir}: cannot restore {list(parts)}: {type(e).__name__}: {e}") from e
+    return tree, config, meta, step
