@@ -10,6 +10,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from vjepa_jax.methods.ijepa import masks as ijepa_masks
 from vjepa_jax.methods.vjepa.masks import generators_from_config, mask_stats, reference_masks
 
 
@@ -55,8 +56,8 @@ def plot_masks(gens, batches, path):
     fig.savefig(path, dpi=100)
 
 
-def describe(config, seed=0, out=None, reference_batches=50):
-    """Sample one batch per generator, optionally plot it to `out`; returns the printed report."""
+def _describe_vjepa(config, seed, out, reference_batches):
+    """V-JEPA: one batch per generator against the reference's batch-min statistics."""
     gens = generators_from_config(config)
     batch = config.mask_reference_batch
     rng = jax.random.key(seed)
@@ -78,6 +79,40 @@ def describe(config, seed=0, out=None, reference_batches=50):
         plot_masks(gens, batches, out)
         lines.append(f"wrote {out}")
     return "\n".join(lines)
+
+
+def _describe_ijepa(config, seed, out, reference_batches):
+    """I-JEPA: one batch (context + M target blocks) against the reference collator."""
+    gen = ijepa_masks.generators_from_config(config)[0]
+    batch = config.mask_reference_batch
+    ctx, tgt = jax.jit(gen.sample, static_argnums=1)(jax.random.key(seed), batch)
+    np_rng = np.random.default_rng(seed)
+    ref = [ijepa_masks.mask_stats(*ijepa_masks.reference_masks(np_rng, batch, gen, b), gen.side)
+           for b in range(reference_batches)]
+    ref = {k: float(np.mean([r[k] for r in ref])) for k in ref[0]}
+    fmt = lambda st: (f"context {100 * st['context_fraction']:.1f}%  target block "
+                      f"{100 * st['target_fraction']:.1f}%  union of the blocks "
+                      f"{100 * st['union_fraction']:.1f}%")
+    lines = [f"masks (I-JEPA blocks, truncation={gen.truncation}): static counts "
+             f"{gen.num_context} context / {gen.num_blocks} x {gen.num_target} target of "
+             f"{gen.num_tokens} tokens",
+             f"  this batch (B={batch}): {fmt(ijepa_masks.mask_stats(ctx, tgt, gen.side))}",
+             f"  reference batch-min (B={batch}, mean of {reference_batches} batches): {fmt(ref)}"]
+    if out:  # one row per target block, each beside the same context
+        plot_masks([gen] * gen.num_blocks, [(ctx, block) for block in tgt], out)
+        lines.append(f"wrote {out}")
+    return "\n".join(lines)
+
+
+DESCRIBE = {"vjepa": _describe_vjepa, "ijepa": _describe_ijepa}
+
+
+def describe(config, seed=0, out=None, reference_batches=50):
+    """Sample one batch of the config's masks, optionally plot it to `out`; returns the report."""
+    if config.method not in DESCRIBE:
+        raise ValueError(f"config.method={config.method!r}: masks can be drawn for "
+                         f"{sorted(DESCRIBE)}")
+    return DESCRIBE[config.method](config, seed, out, reference_batches)
 
 
 def main():

@@ -11,21 +11,17 @@ and random erasing of the reference are not applied. Validation uses the data pi
 views: 3 spatial crops after a short-side resize, or one centre crop after resizing to S*256/224.
 """
 import logging
-import os
 
 import grain
 import numpy as np
 
+from vjepa_jax.data import imagefolder
 from vjepa_jax.data import index as index_lib
 from vjepa_jax.data import pipeline
 from vjepa_jax.data import synthetic
 from vjepa_jax.data import transforms
-from vjepa_jax.data import video as video_lib
 
 _log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-
 
 def check_labels(labels, num_classes, where, require_all=False):
     """Raise ValueError when a label is outside [0, num_classes) or (require_all) a class is absent."""
@@ -47,19 +43,7 @@ def check_labels(labels, num_classes, where, require_all=False):
 
 
 # ----------------------------------------------------------------------------- image sources
-def _image_clip(image, where):
-    """uint8 [H, W, 3] (or [H, W] / [H, W, 1] / RGBA) -> one segment of one frame [1, 1, H, W, 3]."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise video_lib.VideoError(f"{where}: expected an image [H, W, 3], got {image.shape}")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    image = image[..., :3].astype(np.uint8, copy=False)
-    return image[None, None]
-
-
+# ----------------------------------------------------------------------------- image sources
 def tfds_images(name, split, data_dir="", num_classes=0):
     """A TFDS image-classification split (data/tfds.py, no TensorFlow): single-frame clips."""
     from vjepa_jax.data import tfds as tfds_lib
@@ -78,51 +62,6 @@ def tfds_images(name, split, data_dir="", num_classes=0):
     if num_classes and found is not None and found != num_classes:
         raise ValueError(f"TFDS {name!r} has {found} classes, config data.num_classes={num_classes}")
     return source
-
-
-class ImageFolder:
-    """Images under root/<split>/<class>/*.jpg; classes sorted by name are labels 0..C-1."""
-
-    def __init__(self, root, split, num_classes=0):
-        folder = os.path.join(root, split)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"image folder {folder} does not exist (data.root={root!r}, "
-                                    f"split {split!r}); expected {folder}/<class>/<image>")
-        classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-        if num_classes and len(classes) != num_classes:
-            raise ValueError(f"{folder} has {len(classes)} class folders, config "
-                             f"data.num_classes={num_classes}")
-        self.classes = tuple(classes)
-        paths, labels = [], []
-        for label, cls in enumerate(classes):
-            for dirpath, _, files in sorted(os.walk(os.path.join(folder, cls))):
-                for f in sorted(files):
-                    if f.lower().endswith(IMAGE_EXTENSIONS):
-                        paths.append(os.path.join(dirpath, f))
-                        labels.append(label)
-        if not paths:
-            raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
-        self.paths = tuple(paths)
-        self.labels = np.asarray(labels, np.int64)
-        self.ranges = [(0, len(paths))]
-        self.weights = ()
-
-    def __len__(self):
-        return len(self.paths)
-
-    def name(self, i):
-        return self.paths[i]
-
-    def load(self, i, rng):
-        del rng
-        from PIL import Image  # Pillow comes with matplotlib
-
-        try:
-            with Image.open(self.paths[i]) as im:
-                image = np.asarray(im.convert("RGB"))
-        except Exception as e:  # PIL raises several types for a broken file
-            raise video_lib.VideoError(f"cannot decode image: {type(e).__name__}: {e}") from e
-        return _image_clip(image, self.paths[i]), int(self.labels[i])
 
 
 # ----------------------------------------------------------------------------- sources by config
@@ -160,7 +99,7 @@ def make_source(config, train):
         return tfds_images(d.tfds_name, d.train_split if train else d.val_split, d.tfds_data_dir,
                            d.num_classes)
     if d.source == "imagefolder":
-        source = ImageFolder(d.root, d.train_split if train else d.val_split, d.num_classes)
+        source = imagefolder.ImageFolder(d.root, d.train_split if train else d.val_split, d.num_classes)
         check_labels(source.labels, d.num_classes, f"{d.root}/{split}")
         return source
     raise ValueError(f"data.source={d.source!r}: expected 'csv', 'synthetic', 'tfds' or "

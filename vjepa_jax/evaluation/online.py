@@ -21,6 +21,7 @@ from vjepa_jax import preprocess
 from vjepa_jax.data import index as index_lib
 from vjepa_jax.data import transforms
 from vjepa_jax.data import video as video_lib
+from vjepa_jax.data import synthetic
 from vjepa_jax.data.synthetic import SyntheticVideos
 from vjepa_jax.evaluation import readouts
 from vjepa_jax.models import vit
@@ -65,7 +66,10 @@ def _csv_split(files, num, frames, frame_step, size):
 
 
 def labelled_split(config, opts):
-    """((train clips, labels), (val clips, labels), num_classes) for the online evaluation."""
+    """((train clips, labels), (val clips, labels), num_classes) for the online evaluation.
+
+    Generated single images (model.num_frames 1) are labelled by shape alone (4 classes).
+    """
     m = config.model
     source = opts.source
     if source == "auto":
@@ -73,6 +77,9 @@ def labelled_split(config, opts):
     if source == "synthetic":
         train = _synthetic_split(opts.num_train, m.num_frames, m.crop_size, opts.seed)
         val = _synthetic_split(opts.num_val, m.num_frames, m.crop_size, opts.seed + 1)
+        if m.num_frames == 1:  # images: the motion half of the label is not in a single frame
+            shape = lambda split: (split[0], synthetic.label_factors(split[1])["shape"])
+            return shape(train), shape(val), len(synthetic.SHAPES)
         return train, val, SyntheticVideos.num_classes
     if source != "csv":
         raise ValueError(f"online_eval.source={source!r}: expected auto, synthetic or csv")

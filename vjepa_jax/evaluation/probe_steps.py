@@ -23,7 +23,7 @@ def check_architecture(saved_model, model_cfg, where):
     saved_cfg.update({k: v for k, v in saved_model.items() if k in saved_cfg})
     saved, want = vit.shape_from_config(saved_cfg), vit.shape_from_config(model_cfg)
     described = lambda shape, cfg: {**{k: getattr(shape, k) for k in ARCHITECTURE},
-                                    "uniform_power": cfg.uniform_power}
+                                    "uniform_power": cfg.get("uniform_power")}  # V-JEPA only
     mismatch.check_agrees(described(saved, saved_cfg), described(want, model_cfg), where,
                           what="holds a different encoder than config.model",
                           hint="Set config.model (variant, width, depth, num_heads, patch_size, "

@@ -28,11 +28,14 @@ def torch_name(path):
 
 
 def to_torch_layout(path, x):
-    """Flax -> torch layout: Dense kernel [in,out] -> [out,in]; Conv [t,h,w,in,out] -> [out,in,t,h,w]."""
+    """Flax -> torch layout: Dense kernel [in,out] -> [out,in]; Conv3d [t,h,w,in,out] ->
+    [out,in,t,h,w]; Conv2d [h,w,in,out] -> [out,in,h,w]."""
     if path[-1] == "kernel" and x.ndim == 2:
         return x.T
     if path[-1] == "kernel" and x.ndim == 5:
         return x.transpose(4, 3, 0, 1, 2)
+    if path[-1] == "kernel" and x.ndim == 4:
+        return x.transpose(3, 2, 0, 1)
     return x
 
 
@@ -42,6 +45,8 @@ def from_torch_layout(path, x):
         return x.T
     if path[-1] == "kernel" and x.ndim == 5:
         return x.transpose(2, 3, 4, 1, 0)
+    if path[-1] == "kernel" and x.ndim == 4:
+        return x.transpose(2, 3, 1, 0)
     return x
 
 

@@ -22,7 +22,9 @@ class Method:
     validate: Callable  # (config) -> None: ValueError naming the first unusable method key
     build: Callable  # (config) -> model bundle: encoder, predictor, masks, loss (a validated config)
     encoder_from_config: Callable  # (config.model) -> the encoder module alone (loader, evals)
-    layout: types.ModuleType  # official PyTorch checkpoint names and geometry inference
+    layout: types.ModuleType  # official PyTorch checkpoint names and geometry inference:
+    # PREFIX, TOP_LEVEL_KEYS, FRESH_SCALER, matches, tables, module_to_torch, module_from_torch,
+    # torch_order, infer_model, model_config, check_config (methods/vjepa/layout.py)
 
 
 def names():
@@ -35,3 +37,12 @@ def get(name):
     if name not in names():
         raise ValueError(f"config.method={name!r}: expected one of {names()}")
     return importlib.import_module(f"{__name__}.{name}").METHOD
+
+
+def detect(state_dict):
+    """The method whose official layout an encoder state dict has (its patch conv tells)."""
+    found = [n for n in names() if get(n).layout.matches(state_dict)]
+    if not found:
+        raise ValueError("the state dict matches no known layout (no patch_embed.proj.weight of "
+                         f"a known shape); known methods: {names()}")
+    return found[0]

@@ -43,3 +43,18 @@ def resize_table(table, grid, new_grid):
     vol = table.reshape(*grid, d)
     out = jax.image.resize(vol, (*new_grid, d), method="linear", antialias=False)
     return out.reshape(-1, d)
+
+
+def sincos_2d_ijepa(width, side):
+    """I-JEPA's table [side*side, width] float32, tokens in raster order (row, column).
+
+    Each half is the 1-D table of one axis, width/2 columns: the FIRST half encodes the COLUMN
+    index and the second the ROW index (IJEPA_SPEC §1.2, pitfall 1), the opposite of the order
+    a [row, column] table would have.
+    """
+    if width % 4:
+        raise ValueError(f"2-D sin-cos width must be a multiple of 4, got {width}")
+    row, col = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    table = np.concatenate([sincos_1d(width // 2, col.ravel()), sincos_1d(width // 2, row.ravel())],
+                           axis=1)
+    return table.astype(np.float32)

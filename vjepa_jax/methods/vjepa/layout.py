@@ -5,17 +5,15 @@ dicts under `module.backbone.` names in named_parameters() order, each with its 
 table, plus the AdamW state and scalars (TOP_LEVEL_KEYS). `infer_model` reads the model back from
 a file's shapes and tables; interop/ holds the naming convention and the file formats.
 """
-import collections
 import math
 import re
 
-import jax
 import ml_collections
 import numpy as np
 
-from vjepa_jax import mismatch, trees
-from vjepa_jax.interop.torch_names import (from_torch_layout, strip_prefixes, to_numpy,
-                                           to_torch_layout, torch_name, torch_shape)
+from vjepa_jax import mismatch
+from vjepa_jax.interop import state_dicts
+from vjepa_jax.interop.torch_names import strip_prefixes, to_numpy
 from vjepa_jax.methods.vjepa import defaults
 from vjepa_jax.models import pos_embed, vit
 
@@ -26,81 +24,45 @@ TOP_LEVEL_KEYS = ("encoder", "predictor", "target_encoder", "opt", "scaler", "ep
 # What torch.cuda.amp.GradScaler() starts from; the official bf16 run loads it on resume.
 FRESH_SCALER = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
                 "growth_interval": 2000, "_growth_tracker": 0}
-# A file's frozen table may have drifted by float32 rounding of the EMA (pos_embed is averaged
-# with itself every step in the reference); anything larger is not the sin-cos table.
-TABLE_ATOL = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
 # Names and order
 
-def official_order(kind, names):
-    """`names` sorted as the official module's named_parameters() (pos table first, then modules)."""
-    pos_key = "pos_embed" if kind == "encoder" else "predictor_pos_embed"
-    blocks = "blocks" if kind == "encoder" else "predictor_blocks"
-    heads = (["patch_embed.proj"] if kind == "encoder" else ["predictor_embed", "mask_tokens"])
-    tails = (["norm"] if kind == "encoder" else ["predictor_norm", "predictor_proj"])
-    in_block = ["norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"]
+ENCODER = state_dicts.ModuleNames(pos_key="pos_embed", blocks="blocks", heads=("patch_embed.proj",),
+                                  tails=("norm",))
+PREDICTOR = state_dicts.ModuleNames(pos_key="predictor_pos_embed", blocks="predictor_blocks",
+                                    heads=("predictor_embed", "mask_tokens"),
+                                    tails=("predictor_norm", "predictor_proj"))
+SPECS = {"encoder": ENCODER, "predictor": PREDICTOR}
 
-    def rank(name):
-        if name == pos_key:
-            return (0,)
-        if name.startswith(blocks + "."):
-            _, i, rest = name.split(".", 2)
-            module, leaf = rest.rsplit(".", 1)
-            return (2, int(i), in_block.index(module), leaf != "weight")
-        for j, head in enumerate(heads):
-            if name.startswith(head + "."):
-                tail = name[len(head) + 1:]
-                return (1, j, int(tail) if tail.isdigit() else tail != "weight")
-        module, leaf = name.rsplit(".", 1)
-        return (3, tails.index(module), leaf != "weight")
-    return sorted(names, key=rank)
+
+def matches(state_dict):
+    """True for an encoder state dict of this layout: a 3-D tubelet conv."""
+    w = strip_prefixes(state_dict).get("patch_embed.proj.weight")
+    return w is not None and len(w.shape) == 5
 
 
 def module_to_torch(params, kind, pos_table):
-    """Flax params of the encoder or predictor -> OrderedDict {official name: float32 NumPy, torch layout}.
-
-    `pos_table` [N, width] is written as the frozen `pos_embed` / `predictor_pos_embed` [1, N, width].
-    """
-    out = {"pos_embed" if kind == "encoder" else "predictor_pos_embed":
-           np.asarray(pos_table, np.float32)[None]}
-    for path, x in trees.flatten(params).items():
-        x = np.asarray(jax.device_get(x), np.float32)
-        # A writable C-ordered copy: torch.from_numpy shares memory and warns on read-only arrays.
-        out[torch_name(path)] = np.array(to_torch_layout(path, x), np.float32, order="C")
-    return collections.OrderedDict((k, out[k]) for k in official_order(kind, out))
+    """Flax params of the 'encoder' or 'predictor' -> OrderedDict {official name: NumPy}."""
+    return state_dicts.module_to_torch(params, SPECS[kind], pos_table)
 
 
 def module_from_torch(state_dict, abstract, kind, pos_table, where):
-    """Official state dict (prefixes optional) -> Flax params shaped like `abstract`, strictly.
-
-    Raises StrictLoadError listing every missing, unexpected and wrongly shaped key; the frozen
-    table must equal `pos_table` (the model computes it, so a different table is an error).
-    """
-    sd = strip_prefixes(state_dict)
-    pos_key = "pos_embed" if kind == "encoder" else "predictor_pos_embed"
-    expected = {torch_name(path): (path, torch_shape(path, x.shape))
-                for path, x in trees.flatten(abstract).items()}
-    expected[pos_key] = (None, (1,) + tuple(pos_table.shape))
-    mismatch.check_shapes({k: tuple(v.shape) for k, v in sd.items()},
-                          {k: expected[k][1] for k in official_order(kind, expected)}, where)
-    error = float(np.max(np.abs(to_numpy(sd[pos_key])[0] - pos_table))) if pos_table.size else 0.0
-    if error > TABLE_ATOL:
-        raise ValueError(f"{where}: {pos_key} differs from the 3-D sin-cos table of this model by "
-                         f"{error:.3g}; only the reference's fixed sin-cos positions are supported")
-    return trees.unflatten({path: from_torch_layout(path, to_numpy(sd[name]))
-                       for name, (path, _) in expected.items() if path is not None})
+    """Official state dict of the 'encoder' or 'predictor' -> Flax params, strictly."""
+    return state_dicts.module_from_torch(state_dict, abstract, SPECS[kind], pos_table, where)
 
 
 def torch_order(params, tables_):
     """{'encoder'|'predictor': [(official name, torch shape)]} in named_parameters() order."""
-    out = {}
-    for module, table in zip(("encoder", "predictor"), tables_):
-        shapes = {torch_name(p): torch_shape(p, x.shape) for p, x in trees.flatten(params[module]).items()}
-        shapes["pos_embed" if module == "encoder" else "predictor_pos_embed"] = (1,) + table.shape
-        out[module] = [(n, shapes[n]) for n in official_order(module, shapes)]
-    return out
+    return state_dicts.torch_order(params, SPECS, tables_)
+
+
+def check_config(geometry, config):
+    """Raise ValueError when a file's predictor does not fit the config's mask generators."""
+    if len(config.masks) != geometry["num_mask_tokens"]:
+        raise ValueError(f"the predictor has {geometry['num_mask_tokens']} mask tokens but the "
+                         f"config has {len(config.masks)} mask generators (config.masks)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,7 +97,7 @@ def _match_grid(table, width, tubelet, patch, num_frames, crop_size, key):
     for frames, crop in candidates:
         grid = (frames // tubelet, crop // patch, crop // patch)
         for uniform in (True, False):
-            if np.max(np.abs(pos_embed.sincos_3d(width, grid, uniform) - table)) <= TABLE_ATOL:
+            if np.max(np.abs(pos_embed.sincos_3d(width, grid, uniform) - table)) <= state_dicts.TABLE_ATOL:
                 return frames, crop, uniform
     raise ValueError(f"{key} [1, {n}, {width}] is not the 3-D sin-cos table of any clip "
                      f"(frames, crop) in {candidates}; pass --num_frames and --crop_size, and "
