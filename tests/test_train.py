@@ -11,6 +11,7 @@ import pytest
 
 from common import ROOT, smoke_config
 from vjepa_jax import checkpoint, logger, mismatch, train, workdir as workdir_lib
+from vjepa_jax.cli import EXIT_PREEMPTED
 
 SMOKE = "configs/pretrain/demo.py:smoke"
 
@@ -48,7 +49,7 @@ def test_demo_run_writes_artifacts_and_resumes_exactly(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
-    """SIGTERM right after compilation, before the first log row: saved, exit 0, no plot."""
+    """SIGTERM right after compilation, before the first log row: saved, exit 75, no plot."""
     workdir = str(tmp_path / "run")
     proc = subprocess.Popen([sys.executable, "-m", "vjepa_jax.train", "--config", SMOKE,
                              "--workdir", workdir, "--config.optim.epochs=100",
@@ -68,7 +69,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     out = "".join(lines) + out
-    assert proc.returncode == 0, out
+    assert proc.returncode == EXIT_PREEMPTED == 75, out  # "resume me", not "finished"
     assert "received signal" in out and "vjepa_jax.train: error" not in out, out
     # The library logs at INFO (compile time, the signal); Orbax's per-file INFO lines do not.
     assert "checkpoint_manager" not in out, out

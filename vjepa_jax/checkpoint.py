@@ -1,28 +1,161 @@
 """Orbax checkpoints of the train state, the data-iterator state and the model description.
 
-Layout: DIR/checkpoints/<step>/{state, data, meta}. Saves are asynchronous and atomic (a step
-directory appears only once complete), so a run killed at any point resumes from the last
-complete checkpoint. Restores take target shardings, so a checkpoint written on one mesh
+Layout: DIR/checkpoints/<step>/{state, data, meta, checksums.json}. Saves are asynchronous and
+atomic (a step directory appears only once complete), so a run killed at any point resumes from
+the last complete checkpoint. Restores take target shardings, so a checkpoint written on one mesh
 restores onto another.
+
+Integrity: Orbax verifies no data on restore (4 KiB of random bytes in an OCDBT data file restore
+silently), so every save records the size and SHA-256 of each file in checksums.json, inside the
+step directory before Orbax commits it; restore checks them and checks the state finite. A
+checkpoint that fails raises CheckpointDamaged (step and file named); workdir.resume moves it
+aside to <step>.corrupt and falls back. Orbax deletes old steps (keep_checkpoints) only after the
+new one committed, i.e. after its checksums were written: the newest verified checkpoint is never
+deleted while a newer one is in flight.
 """
+import glob
+import hashlib
+import json
 import logging
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
 
 import grain
 
+from vjepa_jax import distributed, mismatch
+
 _log = logging.getLogger(__name__)
+
+MANIFEST = "checksums.json"
+_TMP = ".orbax-checkpoint-tmp"  # suffix of the directory of a save in flight (or a failed one)
+
+
+class CheckpointDamaged(ValueError):
+    """A checkpoint's files do not match their checksums, cannot be read, or hold NaN/Inf."""
+
+
+class SaveFailed(OSError):
+    """An asynchronous save failed (disk full, quota, permissions); names the step and directory."""
+
+
+def _digest(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# Orbax rewrites these step-level files when it commits, after the checksums are taken.
+_UNCHECKED = {MANIFEST, "_CHECKPOINT_METADATA", "commit_success.txt"}
+
+
+def _files(step_dir):
+    """Relative paths of the files of a step directory's items (state, data, meta), sorted."""
+    out = []
+    for root, _, names in os.walk(step_dir):
+        out += [os.path.relpath(os.path.join(root, n), step_dir) for n in names]
+    return sorted(p for p in out if p not in _UNCHECKED)
+
+
+def write_manifest(step_dir):
+    """Record {relative path: [size, sha256]} of every file of a written checkpoint."""
+    entries = {p: [os.path.getsize(os.path.join(step_dir, p)), _digest(os.path.join(step_dir, p))]
+               for p in _files(step_dir)}
+    tmp = os.path.join(step_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(entries, f, indent=0)
+    os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def _record_in_flight(directory):
+    """post_finalization_callback: the in-flight save's files are all written, not yet committed."""
+    if jax.process_index() != 0:
+        return
+    for step_dir in glob.glob(os.path.join(directory, f"*{_TMP}*")):
+        if not os.path.exists(os.path.join(step_dir, MANIFEST)):
+            write_manifest(step_dir)
+
+
+def verify(directory, step):
+    """True when checkpoint `step` matches its checksums, False when it has none (written before
+    checksums were recorded); raises CheckpointDamaged naming the step, item and file."""
+    step_dir = os.path.join(str(directory), str(step))
+    where = f"checkpoint {step_dir}"
+    if not os.path.exists(os.path.join(step_dir, MANIFEST)):
+        return False
+    try:
+        with open(os.path.join(step_dir, MANIFEST)) as f:
+            entries = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointDamaged(f"{where}: {MANIFEST} unreadable: {e}") from e
+    for rel, (size, digest) in entries.items():
+        path = os.path.join(step_dir, rel)
+        item = rel.split(os.sep, 1)[0]
+        if not os.path.isfile(path):
+            raise CheckpointDamaged(f"{where}: item '{item}': {rel} is missing")
+        if os.path.getsize(path) != size:
+            raise CheckpointDamaged(f"{where}: item '{item}': {rel} has {os.path.getsize(path)} "
+                                    f"bytes, {size} were written")
+        if _digest(path) != digest:
+            raise CheckpointDamaged(f"{where}: item '{item}': {rel} does not match its checksum")
+    return True
+
+
+def remove_failed_saves(directory):
+    """Delete the temporary directories of saves that never committed (process 0)."""
+    removed = sorted(glob.glob(os.path.join(str(directory), f"*{_TMP}*")))
+    if jax.process_index() == 0:
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def _failure(mngr, e):
+    """SaveFailed in one line for the error `e` of a save; removes its temporary directory."""
+    failed = [os.path.basename(p).split(".")[0] for p in remove_failed_saves(mngr.directory)]
+    cause = e
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    steps = f"checkpoint {', '.join(failed)}" if failed else "a checkpoint"
+    return SaveFailed(f"saving {steps} to {mngr.directory} failed: {type(cause).__name__}: "
+                      f"{cause}; its temporary directory is removed, the checkpoints before it "
+                      "are intact")
+
+
+def check_saves(mngr):
+    """Raise SaveFailed (one line) when the last asynchronous save failed. Cheap: call it every
+    step, so a full disk stops the run at the step after the failure."""
+    try:
+        mngr.check_for_errors()
+        if not mngr.is_saving_in_progress():  # done: returns at once, or raises its error
+            mngr.wait_until_finished()
+    except Exception as e:  # the background thread's error, whatever its type
+        raise _failure(mngr, e) from e
+
+
+def finish(mngr):
+    """Wait for the save in flight; SaveFailed (one line) if it failed."""
+    try:
+        mngr.wait_until_finished()
+    except Exception as e:
+        raise _failure(mngr, e) from e
+    check_saves(mngr)
 
 
 def manager(workdir, keep, read_only=False, folder="checkpoints"):
-    """CheckpointManager for DIR/<folder> keeping the last `keep` steps, async saves."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                           read_only=read_only, enable_async_checkpointing=True)
+    """CheckpointManager for DIR/<folder> keeping the last `keep` steps, async saves, checksums."""
     # Orbax requires an absolute path; users naturally pass relative ones (runs/demo).
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), folder), options=options,
-                                 item_names=("state", "data", "meta"))
+    directory = os.path.join(os.path.abspath(workdir), folder)
+    if not read_only and os.path.isdir(directory):
+        for path in remove_failed_saves(directory):
+            _log.warning("removed %s: a save that never completed", path)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=True,
+        async_options=ocp.AsyncOptions(
+            post_finalization_callback=lambda: _record_in_flight(directory)))
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "data", "meta"))
 
 
 def state_dict(state):
@@ -39,15 +172,25 @@ def save(mngr, state, data_iter, meta, force=False):
 
 def save_tree(mngr, step, tree, data_iter, meta, force=False):
     """Start an async save of a pytree of arrays (+ data iterator, + meta) at `step`."""
+    # Never write a broken state (the train step skips non-finite updates; this is the last guard).
+    mismatch.check_finite(tree, f"step {step}: state not saved")
+    check_saves(mngr)
     items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    return mngr.save(step, args=ocp.args.Composite(**items), force=force)
+    try:  # Orbax first waits for the previous save: its failure surfaces here
+        return mngr.save(step, args=ocp.args.Composite(**items), force=force)
+    except Exception as e:
+        raise _failure(mngr, e) from e
 
 
 def read_meta(mngr, step):
-    """The JSON model description stored with a checkpoint."""
-    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    """The JSON model description stored with a checkpoint; CheckpointDamaged if unreadable."""
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # Orbax raises various types for a damaged item
+        raise CheckpointDamaged(f"checkpoint {mngr.directory}/{step}: item 'meta' unreadable: "
+                                f"{type(e).__name__}: {e}") from e
 
 
 def restore(mngr, step, state, shardings, data_iter=None):
@@ -58,7 +201,16 @@ def restore(mngr, step, state, shardings, data_iter=None):
 
 def restore_tree(mngr, step, tree, shardings, data_iter=None):
     """Restore step into a pytree shaped like `tree` (arrays or shape structs), placed with
-    `shardings`; the data iterator too when given and saved."""
+    `shardings`; the data iterator too when given and saved.
+
+    Checks the checksums first and the restored values finite after: CheckpointDamaged names
+    the step and the item. A checkpoint whose checksums match but that fails to restore (another
+    mesh, memory) raises a plain ValueError: its files are fine.
+    """
+    verified = verify(mngr.directory, step)
+    if not verified:
+        _log.warning("checkpoint %s/%d has no %s (written by an older version): not verified",
+                     mngr.directory, step, MANIFEST)
     def abstract(x, s):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
     target = jax.tree.map(abstract, tree, shardings)
@@ -69,4 +221,28 @@ def restore_tree(mngr, step, tree, shardings, data_iter=None):
         data_iter = None
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    return mngr.restore(step, args=ocp.args.Composite(**items))["state"]
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(**items))["state"]
+    except Exception as e:  # Orbax, TensorStore and Grain raise various types
+        detail = f"checkpoint {mngr.directory}/{step}: cannot restore: {type(e).__name__}: {e}"
+        if verified:
+            raise ValueError(detail + f" (its files match {MANIFEST})") from e
+        raise CheckpointDamaged(detail) from e
+    try:
+        mismatch.check_finite(restored, f"checkpoint {mngr.directory}/{step}: item 'state'")
+    except mismatch.NonFiniteWeights as e:
+        raise CheckpointDamaged(str(e)) from e
+    return restored
+
+
+def move_aside(mngr, step):
+    """Rename a damaged step to <step>.corrupt (Orbax then ignores it); returns the new path."""
+    src = os.path.join(str(mngr.directory), str(step))
+    dst, n = src + ".corrupt", 1
+    while os.path.exists(dst):
+        dst, n = f"{src}.corrupt{n}", n + 1
+    if jax.process_index() == 0:
+        os.rename(src, dst)
+    distributed.barrier(f"vjepa_jax.checkpoint.move_aside_{step}")
+    mngr.reload()
+    return dst

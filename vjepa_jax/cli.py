@@ -2,7 +2,9 @@
 
 Every program (train, eval, convert, bench, online_eval) runs through `run_program`: a bad config
 file, override or flag, and any error that means bad input (BAD_INPUT), end in one
-`PROGRAM: error: ...` line and exit status 1 instead of a traceback.
+`PROGRAM: error: ...` line and exit status 1 instead of a traceback. A run stopped by SIGTERM
+with its checkpoint saved exits with EXIT_PREEMPTED (75), so a scheduler can requeue it
+(docs/RELIABILITY.md lists the exits).
 """
 import logging
 import os
@@ -14,6 +16,14 @@ from absl import logging as absl_logging
 # Errors that mean bad input or a bad environment (a missing file, an unreadable checkpoint,
 # diverged training, a missing optional package), reported in one line.
 BAD_INPUT = (ValueError, OSError, FloatingPointError, ImportError)
+
+# "Pre-empted, checkpoint saved, run me again": sysexits.h EX_TEMPFAIL, which no other path of
+# the programs returns (errors exit 1, a crash with a traceback 1, a signal kill 128 + N).
+EXIT_PREEMPTED = 75
+
+
+class Preempted(Exception):
+    """A program stopped early on request (SIGTERM) after saving: exit EXIT_PREEMPTED."""
 
 
 class UsageError(Exception):
@@ -42,13 +52,19 @@ def run_program(main, program, argv=None):
 
     def guarded(args):
         absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
+        # A failed background save makes Orbax log a traceback per thread (4 or more);
+        # checkpoint.check_saves reports it in one line at the next step instead.
+        logging.getLogger("absl").addFilter(
+            lambda r: not (r.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in r.pathname))
         logging.getLogger("vjepa_jax").setLevel(logging.INFO)
         try:
             main(args)
         except UsageError as e:
             sys.exit(f"{program}: error: {e}")
-        except BAD_INPUT as e:
-            logging.getLogger(f"vjepa_jax.{program.rsplit('.', 1)[-1]}").error("%s", e)
+        except Preempted as e:
+            print(f"{program}: pre-empted: {e}", file=sys.stderr)
+            sys.exit(EXIT_PREEMPTED)
+        except BAD_INPUT as e:  # printed once, here (not also logged)
             sys.exit(f"{program}: error: {e}")
 
     app.run(guarded, argv=argv, flags_parser=lambda _: remaining)
@@ -74,7 +90,9 @@ def run_workdir_program(run, program):
 
 
 def exit_if_config_file_missing(argv, program):
-    """Exit with one line when --config names no file (ml_collections would print a traceback)."""
+    """Exit with one line naming the file (and line) when --config names no file or a file that
+    fails to load (ml_collections would print a traceback, or report a file without get_config
+    as an unknown override key). The file is loaded once more by the flag parser."""
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
             value = argv[i + 1]
@@ -85,3 +103,9 @@ def exit_if_config_file_missing(argv, program):
         path = value.split(":", 1)[0]
         if not os.path.isfile(path):
             sys.exit(f"{program}: error: config file {path} not found (from --config {value})")
+        from vjepa_jax import config as config_lib  # here: it imports the methods
+
+        try:
+            config_lib.load_config_file(value)
+        except config_lib.ConfigFileError as e:
+            sys.exit(f"{program}: error: {e}")

@@ -1,8 +1,11 @@
 """Training metrics: DIR/metrics.jsonl (one JSON object per logged step) and TensorBoard events."""
 import json
+import logging
 import os
 
 from tensorboardX import SummaryWriter
+
+_log = logging.getLogger(__name__)
 
 
 class MetricWriter:
@@ -38,11 +41,30 @@ def read(workdir):
 
 
 def read_rows(path):
-    """The JSON rows of a .jsonl file; [] when it does not exist yet."""
+    """The JSON rows of a .jsonl file; [] when it does not exist yet.
+
+    A torn last line (a kill or a full disk during an append) is dropped with a warning; a bad
+    line elsewhere raises a ValueError naming the file and the line.
+    """
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    rows = []
+    for i, (n, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"a {type(row).__name__}, not an object")
+        except ValueError as e:
+            if i == len(numbered) - 1:
+                _log.warning("%s: dropping the incomplete last line %d (%r): %s", path, n,
+                             line[:60], e)
+                break
+            raise ValueError(f"{path}, line {n}: not a JSON object: {e}") from e
+        rows.append(row)
+    return rows
 
 
 def append_row(path, row):
@@ -51,8 +73,14 @@ def append_row(path, row):
 
 
 def truncate_after(path, step):
-    """Drop the rows of a .jsonl file whose 'step' is past `step`; returns the rows kept."""
-    rows = [r for r in read_rows(path) if r["step"] <= step]
-    with open(path, "w") as f:
+    """Drop the rows of a .jsonl file whose 'step' is past `step` (and a torn last line);
+    returns the rows kept."""
+    rows = read_rows(path)
+    if any("step" not in r for r in rows):
+        raise ValueError(f"{path}: a row without 'step': not a metrics file of this program")
+    rows = [r for r in rows if r["step"] <= step]
+    tmp = path + ".tmp"  # replaced at once: a kill here leaves the old file, not half of it
+    with open(tmp, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(tmp, path)
     return rows

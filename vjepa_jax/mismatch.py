@@ -1,8 +1,13 @@
 """Does a checkpoint match the model and the config? One check each, every difference named.
 
 `check_agrees` compares described settings (a checkpoint's model or masks against a config's);
-`check_shapes` / `check_tree_shapes` compare weights by name and shape (strict loading).
+`check_shapes` / `check_tree_shapes` compare weights by name and shape (strict loading);
+`check_finite` refuses weights holding NaN or Inf.
 """
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from vjepa_jax import trees
 
 
@@ -49,3 +54,24 @@ def check_tree_shapes(params, abstract, where):
     """check_shapes of two param trees, keys named 'blocks_0/qkv/kernel'."""
     shapes = lambda tree: {"/".join(p): tuple(x.shape) for p, x in trees.flatten(tree).items()}
     check_shapes(shapes(params), shapes(abstract), where)
+
+
+class NonFiniteWeights(ValueError):
+    """A tree of weights holds NaN or Inf: names the tensors."""
+
+
+def check_finite(tree, where, max_listed=8):
+    """Raise NonFiniteWeights naming every leaf of `tree` (numpy or jax arrays) holding NaN/Inf.
+
+    jax.Arrays are reduced on their devices (a global, sharded array never moves to one host);
+    one device_get for all the flags.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    flags = jax.device_get([jnp.all(jnp.isfinite(x)) if isinstance(x, jax.Array)
+                            else np.all(np.isfinite(np.asarray(x))) for _, x in flat])
+    bad = [trees.path_name(path) for (path, _), ok in zip(flat, flags) if not ok]
+    if bad:
+        listed = ", ".join(bad[:max_listed]) + (f" and {len(bad) - max_listed} more"
+                                                if len(bad) > max_listed else "")
+        raise NonFiniteWeights(f"{where}: NaN or Inf in {len(bad)} of {len(flat)} tensors: "
+                               f"{listed}")

@@ -4,8 +4,10 @@
     python -m vjepa_jax.train --config configs/pretrain/vitl16.py --workdir DIR \
         --config.data.index=/data/k710.csv --config.data.batch_size=3072
 
-Resumes automatically from the last complete checkpoint in --workdir. SIGTERM (pre-emption)
-saves a checkpoint and exits. Writes DIR/metrics.jsonl, DIR/tensorboard/ and DIR/metrics.png.
+Resumes automatically from the newest intact checkpoint in --workdir (a damaged one is moved
+aside to checkpoints/<step>.corrupt). SIGTERM (pre-emption) saves a checkpoint and exits with
+status 75 (cli.EXIT_PREEMPTED: resume me); docs/RELIABILITY.md lists every exit. Writes
+DIR/metrics.jsonl, DIR/tensorboard/ and DIR/metrics.png.
 """
 import logging
 import signal
@@ -79,11 +81,9 @@ def run(config, workdir):
     # ---------------------------------------------------------------- checkpoint: resume or init
     mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
     meta = workdir_lib.model_meta(config, model)
-    latest = mngr.latest_step()
-    if latest is not None:
-        workdir_lib.check_resumable(workdir_lib.read_meta(mngr, latest), meta, workdir)
-        state = checkpoint.restore(mngr, latest, abstract_state, state_shardings, data_iter)
-        log.info("resumed from %s/checkpoints/%d", workdir, latest)
+    state = workdir_lib.resume(mngr, abstract_state, state_shardings, data_iter, meta, workdir)
+    if state is not None:
+        log.info("resumed from %s/checkpoints/%d", workdir, int(jax.device_get(state.step)))
     else:
         state = init(init_rng)
     start = int(jax.device_get(state.step))
@@ -102,6 +102,7 @@ def run(config, workdir):
     tick, tick_step = time.perf_counter(), start
     step = start
     while step < last_step and stop["signal"] is None:
+        checkpoint.check_saves(mngr)  # a failed async save (disk full) stops the run here
         local = next(data_iter)
         bad_videos += int(np.sum(local["skipped"]))
         seen_videos += len(local["skipped"])
@@ -134,9 +135,10 @@ def run(config, workdir):
                 log.warning("step %d: non-finite loss %s (update skipped)", step, metrics["loss"])
             if metrics["skipped"] > config.train.max_skipped_steps:
                 checkpoint.save(mngr, state, data_iter, meta, force=True)
-                mngr.wait_until_finished()
+                checkpoint.finish(mngr)
                 raise FloatingPointError(
-                    f"step {step}: {int(metrics['skipped'])} steps had non-finite gradients "
+                    f"step {step}: {int(metrics['skipped'])} steps had non-finite gradients or "
+                    "updates "
                     f"(limit train.max_skipped_steps={config.train.max_skipped_steps}); "
                     "lower optim.lr or check the data. Last state saved.")
         if config.train.eval_every and step % config.train.eval_every == 0:
@@ -151,15 +153,17 @@ def run(config, workdir):
     # ---------------------------------------------------------------- final save and plot
     if mngr.latest_step() != step:
         checkpoint.save(mngr, state, data_iter, meta, force=True)
-    mngr.wait_until_finished()
+    checkpoint.finish(mngr)
     mngr.close()
     writer.close()
-    if stop["signal"] is not None:
-        log.warning("received signal %d: saved step %d, exiting (with data.num_workers > 0, "
-                    "Grain may take up to 25 s per worker to stop; the checkpoint is complete)",
-                    stop["signal"], step)
     if main_process and logger.read(workdir):  # stopped before its first log: nothing to plot
         log.info("plot: %s", plot.plot(workdir))
+    if stop["signal"] is not None:
+        # Not exit 0: a scheduler must tell a pre-empted run (requeue it) from a finished one.
+        raise cli.Preempted(f"received signal {stop['signal']}: saved step {step} of "
+                            f"{total_steps}; run the same command to resume (with "
+                            "data.num_workers > 0, Grain may take up to 25 s per worker to stop; "
+                            "the checkpoint is complete)")
     return state
 
 

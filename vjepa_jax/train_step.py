@@ -14,8 +14,9 @@ def train_step(state, batch, rng, *, model, optim_cfg):
     the loss; aux carries its per-generator losses, baseline loss and the target and context
     features the collapse monitors read.
 
-    A step whose gradients are not all finite leaves params, optimizer state and target params
-    unchanged and increments `state.skipped`; the schedules still advance with `state.step`.
+    A step whose gradients or new params are not all finite (a NaN learning rate gives finite
+    gradients and NaN params) leaves params, optimizer state and target params unchanged and
+    increments `state.skipped`; the schedules still advance with `state.step`.
     """
     s = state.step + 1  # the reference's schedules are indexed from 1 for the first update
     rng = jax.random.fold_in(rng, state.step)
@@ -30,6 +31,7 @@ def train_step(state, batch, rng, *, model, optim_cfg):
     updates, opt_state = state.tx.update(grads, opt_state, state.params)
     params = jax.tree.map(jnp.add, state.params, updates)
     target = optim.ema_update(state.target_params, params["encoder"], sched["momentum"])
+    finite = finite & optim.all_finite(params) & optim.all_finite(target)
 
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(

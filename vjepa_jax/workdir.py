@@ -6,6 +6,7 @@ whole config; `read_workdir` restores chosen parts of a checkpoint onto the CPU 
 which is how the encoder loader and the converter read runs.
 """
 import json
+import logging
 import os
 
 import flax.linen as nn
@@ -15,6 +16,8 @@ import orbax.checkpoint as ocp
 
 from vjepa_jax import checkpoint, config as config_lib, methods, mismatch, optim
 from vjepa_jax.models import vit
+
+_log = logging.getLogger(__name__)
 
 
 def prepare_workdir(path):
@@ -51,6 +54,33 @@ def check_resumable(saved, current, workdir):
                                "overwrite it")
 
 
+def resume(mngr, state, shardings, data_iter, meta, workdir):
+    """Restore the newest usable checkpoint into a TrainState shaped like `state`; None if none.
+
+    A damaged checkpoint (checksums, unreadable items, NaN/Inf: checkpoint.CheckpointDamaged) is
+    moved aside to checkpoints/<step>.corrupt, said in one line, and the one before it tried.
+    A checkpoint of a different model is refused (CheckpointMismatch), never moved. When every
+    checkpoint is damaged the run stops: starting from scratch would silently lose the run.
+    """
+    moved = []
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            checkpoint.verify(mngr.directory, step)  # before meta: a damaged meta is named as such
+            check_resumable(read_meta(mngr, step), meta, workdir)
+            restored = checkpoint.restore(mngr, step, state, shardings, data_iter)
+        except checkpoint.CheckpointDamaged as e:
+            dst = checkpoint.move_aside(mngr, step)
+            moved.append(os.path.basename(dst))
+            _log.warning("%s; moved to %s, falling back to the checkpoint before it", e, dst)
+            continue
+        return restored
+    if moved:
+        raise checkpoint.CheckpointDamaged(
+            f"--workdir {workdir}: every checkpoint is damaged (moved aside: {', '.join(moved)}); "
+            "refusing to start from scratch over them: inspect them or use a new --workdir")
+    return None
+
+
 def config_from_meta(meta):
     """The full config stored with a checkpoint, keys added since it was saved at their defaults
     (checkpoints older than the stored config: the base config with the stored model)."""
@@ -85,10 +115,8 @@ def read_workdir(workdir, step=None, parts=("params", "target_params")):
             step = steps[-1]
         if step not in steps:
             raise ValueError(f"--step {step}: {workdir} has checkpoints at steps {steps}")
-        try:
-            meta = read_meta(mngr, step)
-        except Exception as e:  # orbax raises various types for a damaged item
-            raise ValueError(f"{ckpt_dir}/{step}: unreadable model description (meta): {e}") from e
+        checkpoint.verify(mngr.directory, step)  # CheckpointDamaged names the step and file
+        meta = read_meta(mngr, step)
         item_dir = os.path.join(str(mngr.directory), str(step), "state")
     finally:
         mngr.close()
@@ -117,4 +145,8 @@ def read_workdir(workdir, step=None, parts=("params", "target_params")):
             item=item, restore_args=restore_args, partial_restore=True))
     except Exception as e:  # corrupt or foreign data: name the directory, not an orbax internal
         raise ValueError(f"{item_dir}: cannot restore {list(parts)}: {type(e).__name__}: {e}") from e
+    try:
+        mismatch.check_finite(tree, f"{item_dir}")
+    except mismatch.NonFiniteWeights as e:
+        raise checkpoint.CheckpointDamaged(str(e)) from e
     return tree, config, meta, step

@@ -3,8 +3,10 @@
     python -m vjepa_jax.data.check /data/k400_train.csv /data/ssv2.csv --frames_per_clip 16 \
         --frame_step 4 --threads 8
 
-Exit status 0 when every video is usable, 1 when problems were found, 2 when an index file
-itself is malformed. Too-short videos (fewer than frames_per_clip * frame_step frames) are
+`--decode first` (the default) decodes the first frame of each video, `--decode all` every frame
+(slow: a full pass over the data, but the only way to find a stream damaged in the middle),
+`--decode none` reads headers only. Exit status 0 when every video is usable, 1 when problems
+were found, 2 when an index file itself is malformed. Too-short videos (fewer than frames_per_clip * frame_step frames) are
 usable (the last frame is repeated) but reported; `--allow_short` does not count them as problems.
 """
 import argparse
@@ -16,14 +18,48 @@ from vjepa_jax.data import index as index_lib
 from vjepa_jax.data import video as video_lib
 
 
-def check_video(path, min_frames, decode=True):
-    """(status, detail) of one video: status is 'ok', 'missing', 'unreadable' or 'short'."""
+DECODE = ("none", "first", "all")
+
+
+def _decode_mode(decode):
+    """'none' | 'first' | 'all' from a mode or a bool (True: 'first', as before)."""
+    mode = {True: "first", False: "none"}.get(decode, decode)
+    if mode not in DECODE:
+        raise ValueError(f"--decode {decode!r}: use one of {', '.join(DECODE)}")
+    return mode
+
+
+def decode_all(path, expected):
+    """Decode every frame of a video; VideoError at the first frame the decoder rejects, or when
+    fewer than `expected` (the count training samples clip indices from) come out."""
+    import av  # imported here like video.py: index users need no PyAV
+
+    count = 0
+    with av.open(path) as container:
+        try:
+            for _ in container.decode(container.streams.video[0]):
+                count += 1
+        except Exception as e:  # PyAV raises many FFmpeg error types
+            raise video_lib.VideoError(f"decoding fails after {count} of {expected} frames: "
+                                       f"{type(e).__name__}: {e}") from e
+    if count < expected:
+        raise video_lib.VideoError(f"only {count} of {expected} frames decode")
+
+
+def check_video(path, min_frames, decode="first"):
+    """(status, detail) of one video: status is 'ok', 'missing', 'unreadable' or 'short'.
+
+    decode: 'none' (headers only), 'first' (the first frame) or 'all' (every frame).
+    """
+    decode = _decode_mode(decode)
     try:
         n, _ = video_lib.count_frames(path)
         if n < 1:
             raise video_lib.VideoError("no frames")
-        if decode:  # the header can be fine while the stream is not: decode the first frame
+        if decode == "first":  # the header can be fine while the stream is not
             video_lib.decode_frames(path, [0], threads=1)
+        elif decode == "all":  # a stream garbled in the middle decodes its first frame fine
+            decode_all(path, n)
     except video_lib.VideoError as e:
         return ("missing" if str(e) == "missing file" else "unreadable"), str(e)
     if n < min_frames:
@@ -31,8 +67,11 @@ def check_video(path, min_frames, decode=True):
     return "ok", f"{n} frames"
 
 
-def check_index(files, *, frames_per_clip=16, frame_step=4, threads=4, decode=True):
-    """Check every video of the index files; returns a dict of counts, problem lists and labels."""
+def check_index(files, *, frames_per_clip=16, frame_step=4, threads=4, decode="first"):
+    """Check every video of the index files; returns a dict of counts, problem lists and labels.
+
+    decode: 'none', 'first' or 'all' (check_video)."""
+    decode = _decode_mode(decode)
     idx = index_lib.read_index(files)
     min_frames = frames_per_clip * frame_step
     with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:  # PyAV releases the GIL
@@ -78,8 +117,10 @@ def main(argv=None):
     parser.add_argument("--frames_per_clip", type=int, default=16)
     parser.add_argument("--frame_step", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--no_decode", action="store_true",
-                        help="only read headers (faster; misses broken streams)")
+    parser.add_argument("--decode", choices=DECODE, default="first",
+                        help="none: headers only; first: decode the first frame (default); "
+                             "all: decode every frame (finds streams damaged in the middle)")
+    parser.add_argument("--no_decode", action="store_true", help="same as --decode none")
     parser.add_argument("--allow_short", action="store_true",
                         help="short videos are not problems (exit 0 if only those)")
     parser.add_argument("--max_listed", type=int, default=20)
@@ -87,7 +128,7 @@ def main(argv=None):
     try:
         report = check_index(args.index, frames_per_clip=args.frames_per_clip,
                              frame_step=args.frame_step, threads=args.threads,
-                             decode=not args.no_decode)
+                             decode="none" if args.no_decode else args.decode)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
