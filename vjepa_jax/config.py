@@ -5,7 +5,9 @@ settings (model, masks, optimizer: vjepa_jax/methods/<method>/defaults.py) plus 
 every method shares (data, mesh, train, online_eval).
 """
 import importlib.util
+import math
 import os
+import traceback
 
 import ml_collections
 
@@ -101,6 +103,21 @@ def validate(c):
     _check(c.train.eval_every >= 0, "train.eval_every", c.train.eval_every, ">= 0 (0: off)")
     _check(0 <= c.train.rank_warning < 1, "train.rank_warning", c.train.rank_warning,
            "a fraction in [0, 1) (0: never warn)")
+    _check(_number(c.data.max_skip_fraction) and 0 <= c.data.max_skip_fraction <= 1,
+           "data.max_skip_fraction", c.data.max_skip_fraction, "a fraction in [0, 1]")
+    # A NaN or negative rate trains nothing useful: lr=nan wrote an all-NaN checkpoint and
+    # exited 0. start_lr and final_lr may be 0 (warm up from zero, decay to zero).
+    o = c.optim
+    _check(_number(o.lr) and o.lr > 0, "optim.lr", o.lr, "a finite number > 0")
+    for key in ("start_lr", "final_lr", "weight_decay", "final_weight_decay"):
+        _check(_number(o[key]) and o[key] >= 0, f"optim.{key}", o[key], "a finite number >= 0")
+    _check(len(o.ema) == 2 and all(_number(m) and 0 <= m <= 1 for m in o.ema), "optim.ema",
+           o.ema, "(start, end) momentums in [0, 1]")
+
+
+def _number(x):
+    """A real, finite number (not a bool, a string or NaN)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def with_defaults(saved):
@@ -115,12 +132,32 @@ def with_defaults(saved):
     return c
 
 
+class ConfigFileError(ValueError):
+    """A config file fails to load: names the file and the line."""
+
+
 def load_config_file(spec):
-    """get_config(ARG) of a config file given as 'path.py' or 'path.py:ARG' (as --config takes)."""
+    """get_config(ARG) of a config file given as 'path.py' or 'path.py:ARG' (as --config takes).
+
+    Any failure (syntax, an exception in the file or its get_config, no get_config) raises one
+    ConfigFileError naming the file and, where there is one, the line.
+    """
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path} not found")
-    module_spec = importlib.util.spec_from_file_location("vjepa_config_file", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    try:
+        module_spec = importlib.util.spec_from_file_location("vjepa_config_file", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        if not callable(getattr(module, "get_config", None)):
+            raise ConfigFileError(f"config file {path}: defines no get_config(arg)")
+        return module.get_config(arg or None)
+    except ConfigFileError:
+        raise
+    except SyntaxError as e:
+        raise ConfigFileError(f"config file {path}, line {e.lineno}: SyntaxError: {e.msg}") from e
+    except Exception as e:  # whatever the file raises: name the innermost line of the file
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+                 if os.path.abspath(f.filename) == os.path.abspath(path)]
+        at = f", line {lines[-1]}" if lines else ""
+        raise ConfigFileError(f"config file {spec}{at}: {type(e).__name__}: {e}") from e

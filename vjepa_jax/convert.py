@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from vjepa_jax import checkpoint, cli, config as config_lib, logger, methods, optim, train_state
+from vjepa_jax import checkpoint, cli, config as config_lib, logger, methods, mismatch, optim
+from vjepa_jax import train_state
 from vjepa_jax import workdir as workdir_lib
 from vjepa_jax.interop import adamw, files
 
@@ -161,6 +162,9 @@ def from_torch(path, workdir, config=None, num_frames=None, crop_size=None, step
                                    target_params=jax.tree.map(jnp.asarray, target),
                                    skipped=jnp.zeros((), jnp.int32))
 
+    # Refuse NaN/Inf weights before anything is written (training would resume on them).
+    mismatch.check_finite({"encoder": params["encoder"], "predictor": params["predictor"],
+                           "target_encoder": state.target_params}, f"{path}")
     meta = workdir_lib.model_meta(config, model)
     workdir_lib.prepare_workdir(workdir)
     mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vjepa_jax import config as config_lib, methods, preprocess, workdir
+from vjepa_jax import config as config_lib, methods, mismatch, preprocess, workdir
 from vjepa_jax.interop import files
 from vjepa_jax.models import vit
 
@@ -127,4 +127,5 @@ def load_encoder(path, which="target", *, step=None, num_frames=None, crop_size=
         raise FileNotFoundError(f"{path}: no such workdir or checkpoint file")
     module, model_cfg = _module(method, model_cfg, dtype, attention)
     params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x), jnp.float32), params)
+    mismatch.check_finite(params, f"{source}: encoder weights")  # NaN weights: NaN features
     return Encoder(module, params, model_cfg, source)

@@ -28,20 +28,26 @@ MIN_VIDEOS_FOR_SKIP_CHECK = 1000  # too few videos for a meaningful fraction bef
 
 
 class TooManySkippedVideos(ValueError):
-    """More than data.max_skip_fraction of the videos were unusable."""
+    """More than data.max_skip_fraction of the index entries were unusable."""
 
 
 def check_skip_fraction(total_skipped, total_seen, limit, *, min_videos=MIN_VIDEOS_FOR_SKIP_CHECK):
-    """Raise TooManySkippedVideos when skipped / (skipped + seen) > limit (after min_videos)."""
-    attempted = int(total_skipped) + int(total_seen)
-    if attempted < min_videos or attempted == 0:
+    """Raise TooManySkippedVideos when total_skipped / total_seen > limit (after min_videos).
+
+    total_seen: examples drawn; total_skipped: how many of them drew an unusable entry (the
+    `skipped` field of the batches, load_skipping_unusable). Each pass over the index draws every
+    entry once, so this is the fraction of distinct index entries that are unusable, however
+    the bad ones cluster (docs/DATA.md, "Unusable videos").
+    """
+    seen = int(total_seen)
+    if seen < min_videos or seen == 0:
         return
-    fraction = total_skipped / attempted
+    fraction = total_skipped / seen
     if fraction > limit:
         raise TooManySkippedVideos(
-            f"{int(total_skipped)} of {attempted} videos ({fraction:.2%}) were unusable, more "
-            f"than data.max_skip_fraction={limit}; the warnings above name each file and reason. "
-            "Run `python -m vjepa_jax.data.check INDEX...` to list every problem.")
+            f"{int(total_skipped)} of {seen} index entries drawn ({fraction:.2%}) were unusable, "
+            f"more than data.max_skip_fraction={limit}; the warnings above name each file and "
+            "reason. Run `python -m vjepa_jax.data.check INDEX...` to list every problem.")
 
 
 # ----------------------------------------------------------------------------- clip sources
@@ -95,20 +101,24 @@ class SyntheticClips:
 
 # ----------------------------------------------------------------------------- per-example map
 def load_skipping_unusable(source, entry, rng, start=0, stop=None):
-    """source.load(entry, rng) -> (clips, label, number of unusable entries skipped).
+    """source.load(entry, rng) -> (clips, label, 1 if `entry` itself was unusable else 0).
 
     An unusable entry (video_lib.VideoError) is logged with its name and reason and replaced by
     the next entry in [start, stop) (wrapping round), so a weighted index file keeps its share.
-    MAX_CONSECUTIVE_SKIPS failures in a row (or the whole range) raise TooManySkippedVideos.
+    Only the entry itself counts: a bad replacement is counted (and warned about) when it is
+    drawn as an entry of its own, so a run of bad entries counts each file once per pass, not
+    once per example that walked over it. MAX_CONSECUTIVE_SKIPS failures in a row (or the whole
+    range) raise TooManySkippedVideos.
     """
     stop = len(source) if stop is None else stop
     i, skipped = entry, 0
     while True:
         try:
             clips, label = source.load(i, rng)
-            return clips, label, skipped
+            return clips, label, int(skipped > 0)
         except video_lib.VideoError as e:
-            _log.warning("skipping unusable video %s: %s", source.name(i), e)
+            (_log.warning if i == entry else _log.debug)("skipping unusable video %s: %s",
+                                                         source.name(i), e)
             skipped += 1
             if skipped >= min(MAX_CONSECUTIVE_SKIPS, stop - start):
                 raise TooManySkippedVideos(

@@ -163,8 +163,10 @@ def validate(c):
            "data.train_scale", d.train_scale, "(lo, hi) with 0 < lo <= hi <= 1")
     for key in ("epochs",):
         _check(isinstance(o[key], int) and o[key] > 0, f"optim.{key}", o[key], "a positive integer")
-    _check(o.lr > 0 and o.final_lr >= 0, "optim.lr/final_lr", (o.lr, o.final_lr),
-           "lr > 0, final_lr >= 0")
+    finite = lambda x: isinstance(x, (int, float)) and abs(x) < float("inf")  # False for NaN
+    _check(finite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a finite number > 0")
+    for key in ("start_lr", "final_lr"):
+        _check(finite(o[key]) and o[key] >= 0, f"optim.{key}", o[key], "a finite number >= 0")
     _check(o.clip_grad is None or o.clip_grad >= 0, "optim.clip_grad", o.clip_grad, ">= 0")
     for key in ("dtype", "feature_dtype"):
         _check(p[key] in ("float32", "bfloat16", "float16"), f"probe.{key}", p[key],
