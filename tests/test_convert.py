@@ -15,7 +15,7 @@ import torch_reference as ref  # noqa: E402
 from common import ROOT, smoke_config  # noqa: E402
 from vjepa_jax import checkpoint, convert, loader, methods, mismatch, optim, sharding  # noqa: E402
 from vjepa_jax import train_state, workdir as workdir_lib  # noqa: E402
-from vjepa_jax.interop import files  # noqa: E402
+from vjepa_jax.interop import files, state_dicts  # noqa: E402
 from vjepa_jax.methods.vjepa import layout  # noqa: E402
 from vjepa_jax.models import vit  # noqa: E402
 
@@ -231,7 +231,7 @@ def test_import_accepts_any_prefix_and_either_encoder(exported):
                 "module.": {k.replace("backbone.", ""): v for k, v in full.items()},
                 "": {k[len("module.backbone."):]: v for k, v in full.items()}}
     for name, sd in variants.items():
-        params = layout.module_from_torch(sd, abstract, "encoder", table, name or "bare")
+        params = state_dicts.module_from_torch(sd, abstract, layout.ENCODER, table, name or "bare")
         assert jax.tree.all(jax.tree.map(np.array_equal, params, jax.device_get(state.target_params))), name
     # Only one of the two encoders in the file: 'target' falls back to 'encoder' like the eval loader.
     only_online = {"encoder": ckpt["encoder"], "epoch": 1}
@@ -249,8 +249,8 @@ def test_strict_loading_lists_every_bad_key(exported):
     sd["module.backbone.blocks.0.attn.rope.freqs"] = torch.zeros(3)
     sd["module.backbone.blocks.0.attn.qkv.weight"] = torch.zeros(5, 5)
     with pytest.raises(mismatch.StrictLoadError) as e:
-        layout.module_from_torch(sd, vit.abstract_params(encoder), "encoder",
-                                 layout.tables(encoder)[0], "test file")
+        state_dicts.module_from_torch(sd, vit.abstract_params(encoder), layout.ENCODER,
+                                      layout.tables(encoder)[0], "test file")
     msg = str(e.value)
     for name in ("blocks.1.mlp.fc2.bias", "norm.weight", "blocks.0.attn.rope.freqs",
                  "blocks.0.attn.qkv.weight: file (5, 5), model (576, 192)"):

@@ -1,6 +1,5 @@
 """I-JEPA, the second method: sizes, 2-D table, masks, replication order, loss, schedules,
 interop with an independent PyTorch encoder, and the demo config (IJEPA_SPEC)."""
-import math
 import os
 
 import jax
@@ -11,6 +10,7 @@ import pytest
 from common import ROOT, load_config
 from vjepa_jax import checkpoint, config as config_lib, convert, loader, methods, optim
 from vjepa_jax import train_state, workdir as workdir_lib
+from vjepa_jax.interop import state_dicts
 from vjepa_jax.methods.ijepa import layout, loss as loss_lib, masks
 from vjepa_jax.models import image_predictor, image_vit, pos_embed, vit
 
@@ -39,8 +39,8 @@ def test_parameter_counts_match_the_reference():
     bundle = methods.get("ijepa").build(c)
     assert count(workdir_lib.abstract_params(bundle)["predictor"]) == 22_279_424
     # IJEPA_SPEC §6.2: 389 encoder and 152 predictor tensors (tables included).
-    order = layout.torch_order(workdir_lib.abstract_params(bundle),
-                               layout.tables(bundle.encoder, bundle.predictor))
+    order = state_dicts.torch_order(workdir_lib.abstract_params(bundle), layout.SPECS,
+                                    layout.tables(bundle.encoder, bundle.predictor))
     assert (len(order["encoder"]), len(order["predictor"])) == (389, 152)
     assert order["predictor"][:3] == [("mask_token", (1, 1, 384)),
                                       ("predictor_pos_embed", (1, 256, 384)),
@@ -237,3 +237,72 @@ def test_demo_config_trains_and_its_masks_are_drawn(tmp_path):
     report = masks_program.describe(load_config("configs/pretrain/ijepa_demo.py"), out=str(
         tmp_path / "m.png"), reference_batches=3)
     assert "4 x 11 target" in report and os.path.getsize(tmp_path / "m.png") > 1000
+
+
+# ----------------------------------------------------------------------------- data and eval
+def _images(root, classes=("a", "b"), per_class=3):
+    from PIL import Image
+
+    for ci, cls in enumerate(classes):
+        os.makedirs(root / "train" / cls)
+        for i in range(per_class):
+            Image.fromarray(np.full((40, 50, 3), 60 * ci + i, np.uint8)).save(
+                root / "train" / cls / f"{cls}_{i}.png")
+
+
+def test_pretraining_reads_image_folders_and_tfds_images(tmp_path):
+    from vjepa_jax.data import pipeline
+
+    _images(tmp_path)
+    c = load_config("configs/pretrain/ijepa_demo.py", "smoke")
+    c.data.update(source="imagefolder", root=str(tmp_path), batch_size=4)
+    batch = next(iter(pipeline.make_dataset(c)))
+    assert batch["video"].shape == (4, 1, 48, 48, 3) and batch["video"].dtype == np.uint8
+    tfds = pytest.importorskip("tensorflow_datasets")
+    c.data.update(source="tfds", tfds_name="imagenet2012", tfds_split="train")
+    with tfds.testing.mock_data(num_examples=8):
+        batch = next(iter(pipeline.make_dataset(c)))
+    assert batch["video"].shape == (4, 1, 48, 48, 3)
+
+
+def test_one_percent_subset_keeps_the_listed_images(tmp_path):
+    from vjepa_jax.data import imagefolder
+
+    _images(tmp_path)
+    subset = tmp_path / "1pct.txt"
+    subset.write_text("a_0.png\nb_2.png\n")
+    source = imagefolder.ImageFolder(str(tmp_path), "train", subset=str(subset))
+    assert [os.path.basename(p) for p in source.paths] == ["a_0.png", "b_2.png"]
+    assert source.labels.tolist() == [0, 1]
+    subset.write_text("a_0.png\nnot_there.png\n")
+    with pytest.raises(ValueError, match="1 of its 2 image names"):
+        imagefolder.ImageFolder(str(tmp_path), "train", subset=str(subset))
+
+
+def test_linear_probe_eval_of_an_image_encoder(tmp_path):
+    from vjepa_jax import eval as eval_lib
+
+    c = load_config("configs/evals/ijepa.py", "vith14,in1k_linear")
+    assert (c.method, c.probe.kind, c.model.patch_size) == ("ijepa", "linear", 14)
+    # The same program on a tiny random-init image encoder and generated images.
+    c.model.update(variant="tiny", depth=1, patch_size=8, crop_size=32, dtype="float32",
+                   attention="xla")
+    c.data.update(source="synthetic", num_classes=16, synthetic_train_size=16,
+                  synthetic_val_size=8, batch_size=8, num_workers=0)
+    c.probe.update(dtype="float32", cache_features=True)
+    c.optim.update(epochs=2)
+    c.mesh.update(data=1)
+    rows = eval_lib.run(c, str(tmp_path / "eval"))
+    assert len(rows) == 2 and all(0 <= r["val_top1"] <= 100 for r in rows)
+    assert rows[0]["val_count"] == 8
+
+
+def test_bench_counts_the_ijepa_step():
+    from vjepa_jax import bench
+
+    config = load_config("configs/pretrain/ijepa_demo.py", "smoke")
+    config.mesh.update(data=1)
+    r = bench.bench(config, steps=1, warmup=0, peak_tflops=1.0)
+    bundle = methods.get("ijepa").build(config)
+    assert r["model_tflop_per_step"] == pytest.approx(bundle.flops(8) / 1e12)
+    assert bundle.flops(16) == 2 * bundle.flops(8) > 0 and np.isfinite(r["loss"])

@@ -29,7 +29,9 @@ def image_clip(image, where):
 class ImageFolder:
     """Images under root/<split>/<class>/*.jpg; classes sorted by name are labels 0..C-1."""
 
-    def __init__(self, root, split, num_classes=0):
+    def __init__(self, root, split, num_classes=0, subset=""):
+        """subset: a text file of image file names, one a line (e.g. n01440764_10026.JPEG; the
+        1 % ImageNet split), keeping only those images; '' keeps all."""
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"image folder {folder} does not exist (data.root={root!r}, "
@@ -46,6 +48,8 @@ class ImageFolder:
                     if f.lower().endswith(IMAGE_EXTENSIONS):
                         paths.append(os.path.join(dirpath, f))
                         labels.append(label)
+        if subset:
+            paths, labels = _keep_subset(paths, labels, subset, folder)
         if not paths:
             raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
         self.paths = tuple(paths)
@@ -69,3 +73,15 @@ class ImageFolder:
         except Exception as e:  # PIL raises several types for a broken file
             raise video_lib.VideoError(f"cannot decode image: {type(e).__name__}: {e}") from e
         return image_clip(image, self.paths[i]), int(self.labels[i])
+
+
+def _keep_subset(paths, labels, subset, folder):
+    """The (paths, labels) whose file name is listed in the text file `subset`, all of them found."""
+    with open(subset) as f:
+        names = {line.strip() for line in f if line.strip()}
+    kept = [(p, label) for p, label in zip(paths, labels) if os.path.basename(p) in names]
+    missing = len(names) - len(kept)
+    if missing:
+        raise ValueError(f"{subset}: {missing} of its {len(names)} image names are not under "
+                         f"{folder}")
+    return [p for p, _ in kept], [label for _, label in kept]

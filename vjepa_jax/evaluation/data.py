@@ -99,7 +99,8 @@ def make_source(config, train):
         return tfds_images(d.tfds_name, d.train_split if train else d.val_split, d.tfds_data_dir,
                            d.num_classes)
     if d.source == "imagefolder":
-        source = imagefolder.ImageFolder(d.root, d.train_split if train else d.val_split, d.num_classes)
+        source = imagefolder.ImageFolder(d.root, d.train_split if train else d.val_split,
+                                         d.num_classes, d.train_subset if train else "")
         check_labels(source.labels, d.num_classes, f"{d.root}/{split}")
         return source
     raise ValueError(f"data.source={d.source!r}: expected 'csv', 'synthetic', 'tfds' or "

@@ -15,6 +15,12 @@ from vjepa_jax import mismatch, trees
 from vjepa_jax.interop.torch_names import (from_torch_layout, strip_prefixes, to_numpy,
                                            to_torch_layout, torch_name, torch_shape)
 
+# Top-level entries of an official JEPA pretraining checkpoint (VJEPA_SPEC §6.1, IJEPA_SPEC §6.1).
+TOP_LEVEL_KEYS = ("encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss",
+                  "batch_size", "world_size", "lr")
+# What torch.cuda.amp.GradScaler() starts from; the official bf16 runs load it on resume.
+FRESH_SCALER = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                "growth_interval": 2000, "_growth_tracker": 0}
 # A file's frozen table may have drifted by float32 rounding of the EMA (pos_embed is averaged
 # with itself every step in the reference); anything larger is not the sin-cos table.
 TABLE_ATOL = 1e-3

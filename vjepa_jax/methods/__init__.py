@@ -23,8 +23,14 @@ class Method:
     build: Callable  # (config) -> model bundle: encoder, predictor, masks, loss (a validated config)
     encoder_from_config: Callable  # (config.model) -> the encoder module alone (loader, evals)
     layout: types.ModuleType  # official PyTorch checkpoint names and geometry inference:
-    # PREFIX, TOP_LEVEL_KEYS, FRESH_SCALER, matches, tables, module_to_torch, module_from_torch,
-    # torch_order, infer_model, model_config, check_config (methods/vjepa/layout.py)
+    # PREFIX, SPECS (interop/state_dicts.ModuleNames of encoder and predictor), matches, tables,
+    # infer_model, model_config, check_config (methods/vjepa/layout.py)
+
+
+def check_key(ok, key, value, expected):
+    """For a method's validate: raise ValueError naming config.`key` unless ok."""
+    if not ok:
+        raise ValueError(f"config.{key}={value!r}: expected {expected}")
 
 
 def names():

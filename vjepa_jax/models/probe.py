@@ -114,11 +114,34 @@ class AttentiveClassifier(nn.Module):
         return head(pooled)
 
 
+class LinearClassifier(nn.Module):
+    """Tokens [B, L, D] -> logits [B, num_classes]: the mean token through one linear layer.
+
+    I-JEPA's evaluation (IJEPA_SPEC §7): average-pooled target-encoder tokens, a linear head.
+    """
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        head = nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=jnp.float32, name="linear",
+                        kernel_init=torch_linear_init(d), bias_init=torch_linear_init(d))
+        return head(x.astype(jnp.float32).mean(axis=1))
+
+
 def probe_from_config(config, encoder_shape, num_classes):
-    """AttentiveClassifier from an eval config (heads 0 = the encoder's, dtype = probe.dtype)."""
+    """The probe of an eval config: probe.kind 'attentive' (AttentiveClassifier, heads 0 = the
+    encoder's, dtype = probe.dtype) or 'linear' (LinearClassifier on the mean token)."""
     p = config.probe
     if num_classes < 1:
         raise ValueError(f"data.num_classes={num_classes} must be >= 1")
+    if p.kind == "linear":
+        return LinearClassifier(num_classes)
+    if p.kind != "attentive":
+        raise ValueError(f"probe.kind={p.kind!r}: expected 'attentive' or 'linear'")
+    if p.pos_embed and encoder_shape.num_frames == 1:
+        raise ValueError("probe.pos_embed adds the video encoders' 3-D table; it is not "
+                         "available for image encoders")
     heads = p.num_heads or encoder_shape.num_heads
     if encoder_shape.width % heads:
         raise ValueError(f"probe.num_heads={heads} does not divide the encoder width "
@@ -126,7 +149,7 @@ def probe_from_config(config, encoder_shape, num_classes):
     return AttentiveClassifier(num_classes, heads, p.mlp_ratio, jnp.dtype(p.dtype),
                                config.model.attention,
                                tuple(encoder_shape.grid) if p.pos_embed else (),
-                               config.model.uniform_power)
+                               config.model.uniform_power if p.pos_embed else True)
 
 
 # ----------------------------------------------------------------------------- protocol

@@ -16,10 +16,6 @@ from vjepa_jax.methods.ijepa import defaults
 from vjepa_jax.models import pos_embed, vit
 
 PREFIX = "module."
-TOP_LEVEL_KEYS = ("encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss",
-                  "batch_size", "world_size", "lr")
-FRESH_SCALER = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
-                "growth_interval": 2000, "_growth_tracker": 0}
 ENCODER = state_dicts.ModuleNames(pos_key="pos_embed", blocks="blocks", heads=("patch_embed.proj",),
                                   tails=("norm",))
 PREDICTOR = state_dicts.ModuleNames(pos_key="predictor_pos_embed", blocks="predictor_blocks",
@@ -33,21 +29,6 @@ def matches(state_dict):
     """True for an encoder state dict of this layout: a 2-D patch conv."""
     w = strip_prefixes(state_dict).get("patch_embed.proj.weight")
     return w is not None and len(w.shape) == 4
-
-
-def module_to_torch(params, kind, pos_table):
-    """Flax params of the 'encoder' or 'predictor' -> OrderedDict {official name: NumPy}."""
-    return state_dicts.module_to_torch(params, SPECS[kind], pos_table)
-
-
-def module_from_torch(state_dict, abstract, kind, pos_table, where):
-    """Official state dict of the 'encoder' or 'predictor' -> Flax params, strictly."""
-    return state_dicts.module_from_torch(state_dict, abstract, SPECS[kind], pos_table, where)
-
-
-def torch_order(params, tables_):
-    """{'encoder'|'predictor': [(official name, torch shape)]} in named_parameters() order."""
-    return state_dicts.torch_order(params, SPECS, tables_)
 
 
 def tables(encoder, predictor=None):

@@ -10,25 +10,21 @@ import jax
 import jax.numpy as jnp
 
 from vjepa_jax import flops
+from vjepa_jax.methods import check_key
 from vjepa_jax.methods.ijepa import loss as loss_lib, masks as masks_lib
 from vjepa_jax.models import image_predictor, image_vit, vit
-
-
-def _check(ok, key, value, expected):
-    if not ok:
-        raise ValueError(f"config.{key}={value!r}: expected {expected}")
 
 
 def validate(config):
     """Raise one ValueError naming the first unusable model or mask key of an I-JEPA config."""
     m = config.model
-    _check(m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype,
+    check_key(m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype,
            "float32, bfloat16 or float16")
     for key in ("patch_size", "crop_size", "pred_width", "pred_depth"):
-        _check(isinstance(m[key], int) and m[key] > 0, f"model.{key}", m[key], "a positive integer")
+        check_key(isinstance(m[key], int) and m[key] > 0, f"model.{key}", m[key], "a positive integer")
     for key in ("num_frames", "tubelet_size"):
-        _check(m[key] == 1, f"model.{key}", m[key], "1 (I-JEPA encodes single images)")
-    _check(config.data.num_clips == 1, "data.num_clips", config.data.num_clips, "1")
+        check_key(m[key] == 1, f"model.{key}", m[key], "1 (I-JEPA encodes single images)")
+    check_key(config.data.num_clips == 1, "data.num_clips", config.data.num_clips, "1")
 
 
 @dataclasses.dataclass(frozen=True)

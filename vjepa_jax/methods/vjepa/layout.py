@@ -18,12 +18,6 @@ from vjepa_jax.methods.vjepa import defaults
 from vjepa_jax.models import pos_embed, vit
 
 PREFIX = "module.backbone."
-# Top-level entries of the official pretraining checkpoint (VJEPA_SPEC §6.1).
-TOP_LEVEL_KEYS = ("encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss",
-                  "batch_size", "world_size", "lr")
-# What torch.cuda.amp.GradScaler() starts from; the official bf16 run loads it on resume.
-FRESH_SCALER = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
-                "growth_interval": 2000, "_growth_tracker": 0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,21 +35,6 @@ def matches(state_dict):
     """True for an encoder state dict of this layout: a 3-D tubelet conv."""
     w = strip_prefixes(state_dict).get("patch_embed.proj.weight")
     return w is not None and len(w.shape) == 5
-
-
-def module_to_torch(params, kind, pos_table):
-    """Flax params of the 'encoder' or 'predictor' -> OrderedDict {official name: NumPy}."""
-    return state_dicts.module_to_torch(params, SPECS[kind], pos_table)
-
-
-def module_from_torch(state_dict, abstract, kind, pos_table, where):
-    """Official state dict of the 'encoder' or 'predictor' -> Flax params, strictly."""
-    return state_dicts.module_from_torch(state_dict, abstract, SPECS[kind], pos_table, where)
-
-
-def torch_order(params, tables_):
-    """{'encoder'|'predictor': [(official name, torch shape)]} in named_parameters() order."""
-    return state_dicts.torch_order(params, SPECS, tables_)
 
 
 def check_config(geometry, config):

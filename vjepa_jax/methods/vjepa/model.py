@@ -10,23 +10,19 @@ import jax
 import jax.numpy as jnp
 
 from vjepa_jax import flops
+from vjepa_jax.methods import check_key
 from vjepa_jax.methods.vjepa import loss as loss_lib, masks as masks_lib
 from vjepa_jax.models import predictor as predictor_lib, vit
-
-
-def _check(ok, key, value, expected):
-    if not ok:
-        raise ValueError(f"config.{key}={value!r}: expected {expected}")
 
 
 def validate(config):
     """Raise one ValueError naming the first unusable model or mask key of a V-JEPA config."""
     m = config.model
-    _check(m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype,
+    check_key(m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", m.dtype,
            "float32, bfloat16 or float16")
     for key in ("patch_size", "tubelet_size", "num_frames", "crop_size", "pred_width", "pred_depth"):
-        _check(isinstance(m[key], int) and m[key] > 0, f"model.{key}", m[key], "a positive integer")
-    _check(len(config.masks) >= 1, "masks", config.masks, "at least one mask generator")
+        check_key(isinstance(m[key], int) and m[key] > 0, f"model.{key}", m[key], "a positive integer")
+    check_key(len(config.masks) >= 1, "masks", config.masks, "at least one mask generator")
 
 
 @dataclasses.dataclass(frozen=True)
