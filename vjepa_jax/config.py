@@ -19,10 +19,9 @@ def base_config(method="vjepa"):
     c = ml_collections.ConfigDict()
     c.seed = 234
     c.method = method
-    methods.get(method).defaults(c)
 
     c.data = ml_collections.ConfigDict(dict(
-        source="csv",  # csv | synthetic | tfds
+        source="csv",  # csv | synthetic | tfds | imagefolder
         index=(),  # CSV (`path label`) or .npy index files
         weights=(),  # optional sampling weight per index file
         tfds_name="",
@@ -44,6 +43,8 @@ def base_config(method="vjepa"):
         tfds_data_dir="",
         tfds_video_key="",  # feature holding the frames ('' : auto-detect)
         tfds_label_key="label",
+        root="",  # imagefolder: images under root/<split>/<class>/
+        split="train",
     ))
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
@@ -79,6 +80,7 @@ def base_config(method="vjepa"):
         token_ridge=False,
         random_baseline=True,
     ))
+    methods.get(method).defaults(c)  # model, masks, optim; may change data defaults
     return c
 
 
@@ -91,8 +93,10 @@ def validate(c):
     """Raise one ValueError naming the first config key with an unusable value."""
     _check(c.method in methods.names(), "method", c.method, f"one of {methods.names()}")
     methods.get(c.method).validate(c)
-    _check(c.data.source in ("csv", "synthetic", "tfds"), "data.source", c.data.source,
-           "csv, synthetic or tfds")
+    _check(c.data.source in ("csv", "synthetic", "tfds", "imagefolder"), "data.source",
+           c.data.source, "csv, synthetic, tfds or imagefolder")
+    _check(c.data.source != "imagefolder" or bool(c.data.root), "data.root", c.data.root,
+           "the image folder root when data.source='imagefolder'")
     _check(c.data.source != "csv" or len(c.data.index) > 0, "data.index", c.data.index,
            "one or more index files when data.source='csv'")
     _check(isinstance(c.data.batch_size, int) and c.data.batch_size > 0, "data.batch_size",
@@ -127,7 +131,7 @@ def with_defaults(saved):
     """
     c = base_config(saved.get("method", "vjepa"))
     c.update(saved)
-    if "masks" in saved:
+    if isinstance(saved.get("masks"), list):  # V-JEPA: one entry per mask generator
         c.masks = [ml_collections.ConfigDict(m) for m in saved["masks"]]
     return c
 

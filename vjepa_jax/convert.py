@@ -26,7 +26,7 @@ from absl import flags
 from vjepa_jax import checkpoint, cli, config as config_lib, logger, methods, mismatch, optim
 from vjepa_jax import train_state
 from vjepa_jax import workdir as workdir_lib
-from vjepa_jax.interop import adamw, files
+from vjepa_jax.interop import adamw, files, state_dicts
 
 log = logging.getLogger("vjepa_jax.convert")
 
@@ -54,11 +54,12 @@ def to_torch(workdir, out, step=None, fmt="torch", which="target"):
     layout = methods.get(config.method).layout
     model = methods.get(config.method).build(config)
     enc_table, pred_table = layout.tables(model.encoder, model.predictor)
-    target = layout.module_to_torch(tree["target_params"], "encoder", enc_table)
+    specs = layout.SPECS
+    target = state_dicts.module_to_torch(tree["target_params"], specs["encoder"], enc_table)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if fmt == "safetensors":
-        weights = target if which == "target" else layout.module_to_torch(
-            tree["params"]["encoder"], "encoder", enc_table)
+        weights = target if which == "target" else state_dicts.module_to_torch(
+            tree["params"]["encoder"], specs["encoder"], enc_table)
         files.write_safetensors(out, weights, {
             "format": "pt", "vjepa_jax.which": which, "vjepa_jax.step": step,
             "vjepa_jax.method": config.method,
@@ -68,15 +69,16 @@ def to_torch(workdir, out, step=None, fmt="torch", which="target"):
         (layout.PREFIX + k, torch.from_numpy(v)) for k, v in sd.items())
     ipe = int(config.optim.ipe)
     ckpt = {
-        "encoder": with_prefix(layout.module_to_torch(tree["params"]["encoder"], "encoder",
-                                                      enc_table)),
-        "predictor": with_prefix(layout.module_to_torch(tree["params"]["predictor"], "predictor",
-                                                        pred_table)),
+        "encoder": with_prefix(state_dicts.module_to_torch(tree["params"]["encoder"],
+                                                           specs["encoder"], enc_table)),
+        "predictor": with_prefix(state_dicts.module_to_torch(tree["params"]["predictor"],
+                                                             specs["predictor"], pred_table)),
         "target_encoder": with_prefix(target),
         "opt": adamw.adamw_to_torch(tree["opt_state"],
-                                    layout.torch_order(tree["params"], (enc_table, pred_table)),
+                                    state_dicts.torch_order(tree["params"], specs,
+                                                            (enc_table, pred_table)),
                                     config.optim, step),
-        "scaler": dict(layout.FRESH_SCALER),
+        "scaler": dict(state_dicts.FRESH_SCALER),
         "epoch": int(step) // ipe,
         "loss": _last_loss(workdir, step),
         "batch_size": int(config.data.batch_size),  # global batch, with world_size 1
@@ -123,26 +125,27 @@ def from_torch(path, workdir, config=None, num_frames=None, crop_size=None, step
         num_frames = num_frames or config.model.num_frames
         crop_size = crop_size or config.model.crop_size
     if not explicit:
-        config = config_lib.base_config()
+        config = config_lib.base_config(methods.detect(online_sd))
     layout = methods.get(config.method).layout
     geometry = layout.infer_model(online_sd, ckpt["predictor"], num_frames, crop_size)
     if explicit:
         layout.model_config(geometry, config.model)  # only checks that the file fits the config
     else:
         config.model = layout.model_config(geometry)
-    if len(config.masks) != geometry["num_mask_tokens"]:
-        raise ValueError(f"the predictor has {geometry['num_mask_tokens']} mask tokens but the "
-                         f"config has {len(config.masks)} mask generators (config.masks)")
+    layout.check_config(geometry, config)
 
     model = methods.get(config.method).build(config)
     abstract = workdir_lib.abstract_params(model)
     enc_table, pred_table = layout.tables(model.encoder, model.predictor)
-    params = {"encoder": layout.module_from_torch(online_sd, abstract["encoder"], "encoder",
-                                                  enc_table, f"{path} encoder"),
-              "predictor": layout.module_from_torch(ckpt["predictor"], abstract["predictor"],
-                                                    "predictor", pred_table, f"{path} predictor")}
-    target = layout.module_from_torch(target_sd, abstract["encoder"], "encoder", enc_table,
-                                      f"{path} target_encoder")
+    specs = layout.SPECS
+    params = {"encoder": state_dicts.module_from_torch(online_sd, abstract["encoder"],
+                                                       specs["encoder"], enc_table,
+                                                       f"{path} encoder"),
+              "predictor": state_dicts.module_from_torch(ckpt["predictor"], abstract["predictor"],
+                                                         specs["predictor"], pred_table,
+                                                         f"{path} predictor")}
+    target = state_dicts.module_from_torch(target_sd, abstract["encoder"], specs["encoder"],
+                                           enc_table, f"{path} target_encoder")
     if step is None:
         epoch = ckpt.get("epoch")
         step = int(epoch) * int(config.optim.ipe) if isinstance(epoch, (int, np.integer)) else 0
@@ -152,7 +155,7 @@ def from_torch(path, workdir, config=None, num_frames=None, crop_size=None, step
     params = jax.tree.map(jnp.asarray, params)
     opt_state = tx.init(params)
     if not fresh_optimizer and isinstance(ckpt.get("opt"), dict) and ckpt["opt"].get("state"):
-        order = layout.torch_order(params, (enc_table, pred_table))
+        order = state_dicts.torch_order(params, specs, (enc_table, pred_table))
         opt_state = adamw.adamw_from_torch(ckpt["opt"], opt_state, params, order, f"{path} opt")
     else:
         log.warning("optimizer moments start from zero (%s)", "--fresh_optimizer"

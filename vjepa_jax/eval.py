@@ -28,7 +28,7 @@ import tqdm
 from absl import flags
 from ml_collections import config_flags
 
-from vjepa_jax import checkpoint, cli, distributed, logger, mismatch, optim, sharding
+from vjepa_jax import checkpoint, cli, distributed, logger, methods, mismatch, optim, sharding
 from vjepa_jax.evaluation import configs as eval_configs, data as eval_data, feature_cache
 from vjepa_jax.evaluation import probe_steps
 from vjepa_jax.loader import load_encoder
@@ -64,7 +64,7 @@ def run(config, workdir):
              config.data.num_classes)
 
     # ---------------------------------------------------------------- frozen encoder
-    encoder = vit.encoder_from_config(config.model)
+    encoder = methods.get(config.method).encoder_from_config(config.model)
     shape = encoder.shape
     boxed = jax.eval_shape(lambda k: vit.init_params(encoder, k), jax.random.key(0))
     enc_shardings = sharding.param_shardings(boxed, mesh)
@@ -124,7 +124,7 @@ def run(config, workdir):
     abstract_state = jax.eval_shape(init_state, jax.random.key(0))
     state_shardings = jax.tree.map(lambda _: repl, abstract_state)
     n_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
-    log.info("probe: %s parameters, %d heads", f"{n_params:,}", probe.num_heads)
+    log.info("probe (%s): %s parameters", config.probe.kind, f"{n_params:,}")
 
     # ---------------------------------------------------------------- compiled steps
     step_fn = jax.jit(

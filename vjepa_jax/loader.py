@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vjepa_jax import config as config_lib, methods, mismatch, preprocess, workdir
-from vjepa_jax.interop import files
+from vjepa_jax.interop import files, state_dicts
 from vjepa_jax.models import vit
 
 _log = logging.getLogger(__name__)
@@ -38,9 +38,11 @@ class Encoder:
         return self.module.shape
 
     def __call__(self, clips):
-        """Normalised clips [B, T, H, W, 3] (or [B, 1, H, W, 3] images) -> tokens [B, N, D] float32."""
+        """Normalised clips [B, T, H, W, 3] (or images [B, H, W, 3] / [B, 1, H, W, 3]) -> [B, N, D]."""
         clips = jnp.asarray(clips)
         s = self.shape
+        if clips.ndim == 4 and clips.shape[-1] == 3:  # images [B, H, W, 3]: one-frame clips
+            clips = clips[:, None]
         if clips.ndim != 5 or clips.shape[-1] != 3:
             raise ValueError(f"clips must be [B, T, H, W, 3], got shape {tuple(clips.shape)}")
         _, t, h, w, _ = clips.shape
@@ -82,15 +84,16 @@ def _from_workdir(path, which, step):
     return config.method, config.model.to_dict(), params, f"{path} step {step} ({which})"
 
 
-def _from_state_dict(sd, num_frames, crop_size, where, model_cfg=None, method="vjepa"):
+def _from_state_dict(sd, num_frames, crop_size, where, model_cfg, method):
     """Geometry (unless stored) and strict params of an official-layout encoder state dict."""
     layout = methods.get(method).layout
     if model_cfg is None:
         geometry = layout.infer_model(sd, None, num_frames, crop_size)
         model_cfg = layout.model_config(geometry).to_dict()
     encoder, _ = _module(method, model_cfg, "float32", "xla")
-    params = layout.module_from_torch(sd, vit.abstract_params(encoder), "encoder",
-                                      layout.tables(encoder)[0], where)
+    params = state_dicts.module_from_torch(sd, vit.abstract_params(encoder),
+                                           layout.SPECS["encoder"], layout.tables(encoder)[0],
+                                           where)
     return model_cfg, params
 
 
@@ -106,7 +109,6 @@ def load_encoder(path, which="target", *, step=None, num_frames=None, crop_size=
     if which not in ("target", "encoder"):
         raise ValueError(f"which={which!r}: use 'target' (EMA target encoder) or 'encoder'")
     path = os.fspath(path)
-    method = "vjepa"  # official files: the V-JEPA layout
     if os.path.isdir(path):
         method, model_cfg, params, source = _from_workdir(path, which, step)
     elif path.endswith(".safetensors"):
@@ -115,13 +117,15 @@ def load_encoder(path, which="target", *, step=None, num_frames=None, crop_size=
             _log.warning("%s holds the %s encoder (which=%r ignored)", path,
                          meta["vjepa_jax.which"], which)
         stored = json.loads(meta["vjepa_jax.model"]) if "vjepa_jax.model" in meta else None
-        method = meta.get("vjepa_jax.method", method)
+        method = meta.get("vjepa_jax.method") or methods.detect(tensors)
         model_cfg, params = _from_state_dict(tensors, num_frames, crop_size, path, stored, method)
         source = path
     elif os.path.isfile(path):
         ckpt = files.read_torch_file(path, allow_pickle)
         sd = files.pick_encoder(ckpt, which, path)
-        model_cfg, params = _from_state_dict(sd, num_frames, crop_size, f"{path} ({which})")
+        method = methods.detect(sd)
+        model_cfg, params = _from_state_dict(sd, num_frames, crop_size, f"{path} ({which})",
+                                             None, method)
         source = f"{path} ({which})"
     else:
         raise FileNotFoundError(f"{path}: no such workdir or checkpoint file")

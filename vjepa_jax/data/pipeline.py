@@ -16,6 +16,7 @@ import math
 import grain
 import numpy as np
 
+from vjepa_jax.data import imagefolder
 from vjepa_jax.data import index as index_lib
 from vjepa_jax.data import transforms
 from vjepa_jax.data import video as video_lib
@@ -166,7 +167,7 @@ class LoadExample:
 
 # ----------------------------------------------------------------------------- assembly
 def make_source(config, *, train=True):
-    """The clip source named by config.data.source ('csv' | 'synthetic' | 'tfds')."""
+    """The clip source named by config.data.source ('csv' | 'synthetic' | 'tfds' | 'imagefolder')."""
     d = config.data
     num_clips = int(d.num_clips)
     if d.source == "csv":
@@ -187,7 +188,10 @@ def make_source(config, *, train=True):
                                   frame_step=d.frame_step, num_clips=num_clips,
                                   allow_overlap=not train,
                                   video_key=d.tfds_video_key, label_key=d.tfds_label_key)
-    raise ValueError(f"config.data.source={d.source!r}: expected 'csv', 'synthetic' or 'tfds'")
+    if d.source == "imagefolder":  # images: one-frame clips (config.model.num_frames == 1)
+        return imagefolder.ImageFolder(d.root, d.split)
+    raise ValueError(f"config.data.source={d.source!r}: expected 'csv', 'synthetic', 'tfds' or "
+                     "'imagefolder'")
 
 
 def example_loader(config, source):

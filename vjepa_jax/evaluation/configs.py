@@ -11,6 +11,7 @@ configs/evals/<model>_<dataset>.py are thin files calling `eval_config`. Fields:
 import ml_collections
 
 from vjepa_jax.config import base_config
+from vjepa_jax.methods.ijepa import defaults as ijepa_defaults
 
 # name: (size-table variant, resolution); every published model uses 16x16 patches, tubelets of
 # 2 frames and 16-frame clips.
@@ -50,6 +51,7 @@ def base_eval_config():
     """Defaults shared by every eval: the reference probe recipe (VJEPA_SPEC §7.2)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.method = "vjepa"  # the encoder's method (vjepa_jax/methods/); its config.model keys
     c.pretrained = ""
     c.which = "target"
     c.model = base_config().model
@@ -64,6 +66,7 @@ def base_eval_config():
         tfds_name="",
         tfds_data_dir="",
         root="",  # imagefolder: root/<split>/<class>/<image>
+        train_subset="",  # imagefolder: text file of the train images to use (e.g. 1 % of IN-1K)
         train_split="train",
         val_split="val",
         synthetic_train_size=512,
@@ -83,6 +86,7 @@ def base_eval_config():
     ))
 
     c.probe = ml_collections.ConfigDict(dict(
+        kind="attentive",  # attentive (V-JEPA's eval) | linear (mean token, I-JEPA's eval)
         num_heads=0,  # 0: the encoder's head count
         mlp_ratio=4.0,
         dtype="bfloat16",  # probe matmuls; params, LayerNorm and softmax stay float32
@@ -135,6 +139,41 @@ def eval_config(model, dataset):
     return c
 
 
+# I-JEPA (IJEPA_SPEC §6.4, §8.2): name: (variant, patch, resolution), and the paper's IN-1K top-1
+# of the released checkpoints, linear probe on the mean target token / with 1 % of the labels
+# (from the paper's tables as the spec recalls them, not verified there).
+IJEPA_MODELS = {"vith14": ("huge", 14, 224), "vith16_448": ("huge", 16, 448)}
+IJEPA_PUBLISHED = {"vith14": {"in1k_linear": 79.3, "in1k_1pct": 73.3},
+                   "vith16_448": {"in1k_linear": 81.1, "in1k_1pct": 77.3}}
+IJEPA_TASKS = ("in1k_linear", "in1k_1pct", "in1k_attentive")
+
+
+def ijepa_eval_config(model, task):
+    """Frozen eval of an I-JEPA encoder on ImageNet-1K: `task` in IJEPA_TASKS.
+
+    in1k_linear: the mean target-encoder token through a linear layer, all labels;
+    in1k_1pct: the same on the 1 % split (data.train_subset, ImageFolder);
+    in1k_attentive: V-JEPA's attentive probe on the I-JEPA tokens.
+    """
+    if model not in IJEPA_MODELS:
+        raise ValueError(f"unknown I-JEPA model {model!r}; expected one of {sorted(IJEPA_MODELS)}")
+    if task not in IJEPA_TASKS:
+        raise ValueError(f"unknown I-JEPA task {task!r}; expected one of {IJEPA_TASKS}")
+    c = base_eval_config()
+    c.method = "ijepa"
+    variant, patch, resolution = IJEPA_MODELS[model]
+    c.model = ijepa_defaults.model_defaults()
+    c.model.update(variant=variant, patch_size=patch, crop_size=resolution)
+    c.data.update(IMAGE_DEFAULTS)
+    c.data.update(DATASETS["in1k"])
+    c.optim.weight_decay = WEIGHT_DECAY["in1k"]
+    if task != "in1k_attentive":
+        c.probe.kind = "linear"
+    if task == "in1k_1pct":  # 12-13 images per class: the ImageFolder and its subset file
+        c.data.update(source="imagefolder", train_split="train", val_split="val")
+    return c
+
+
 def _check(ok, key, value, expected):
     if not ok:
         raise ValueError(f"config.{key}={value!r}: expected {expected}")
@@ -173,4 +212,7 @@ def validate(c):
                "float32, bfloat16 or float16")
     for key in ("cache_features", "pos_embed"):
         _check(isinstance(p[key], bool), f"probe.{key}", p[key], "True or False")
+    _check(p.kind in ("attentive", "linear"), "probe.kind", p.kind, "'attentive' or 'linear'")
+    _check(not d.train_subset or d.source == "imagefolder", "data.train_subset", d.train_subset,
+           "'' unless data.source='imagefolder'")
     _check(c.eval.keep_checkpoints > 0, "eval.keep_checkpoints", c.eval.keep_checkpoints, "> 0")
