@@ -80,9 +80,9 @@ def initialize_args(coordinator_address=None, num_processes=None, process_id=Non
     if local_device_ids:
         try:
             local = [int(i) for i in local_device_ids]
-        except ValueError:
+        except ValueError as e:
             raise ValueError(f"--local_device_ids={','.join(map(str, local_device_ids))}: "
-                             "expected comma-separated integers") from None
+                             "expected comma-separated integers") from e
     return {"coordinator_address": coordinator_address, "num_processes": num_processes,
             "process_id": process_id, "local_device_ids": local}
 

@@ -48,9 +48,9 @@ def read_csv(index_path):
                                  f"a space, got {line!r}")
             try:
                 label = int(label)
-            except ValueError:
+            except ValueError as e:
                 raise ValueError(f"{index_path}:{lineno}: label {label!r} is not an integer "
-                                 f"(line {line!r})") from None
+                                 f"(line {line!r})") from e
             entries.append((_resolve(path, index_path), label))
     return entries
 

@@ -190,11 +190,11 @@ def load_clips(path, rng, *, frames_per_clip, frame_step, duration=0.0, num_clip
                            random_clip_sampling=random_clip_sampling, allow_overlap=allow_overlap)
     try:
         frames = decode_frames(path, indices, threads=threads, seek=seek)
-    except VideoError:
+    except VideoError as e:
         # The header overstated the frame count (truncated file): count by decoding, resample.
         n = _decoded_count(path)
         if n < 1:
-            raise VideoError("no decodable frames") from None
+            raise VideoError("no decodable frames") from e
         indices = clip_indices(n, frames_per_clip=frames_per_clip, frame_step=step,
                                num_clips=num_clips, rng=rng,
                                random_clip_sampling=random_clip_sampling,
