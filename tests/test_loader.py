@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common import ROOT
-from test_convert import make_workdir
+from workdirs import make_workdir
 from vjepa_jax import convert, loader
 
 
