@@ -133,6 +133,7 @@ def test_every_checkpoint_damaged_stops_instead_of_starting_over(run, tmp_path):
 def _truncate(path):
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
+    return os.path.basename(path)
 
 
 def _garbage(path):
@@ -141,8 +142,7 @@ def _garbage(path):
 
 
 DAMAGE = {
-    "truncated data file": lambda w: (_truncate(largest_data_file(w, 6)),
-                                      os.path.basename(largest_data_file(w, 6)))[1],
+    "truncated data file": lambda w: _truncate(largest_data_file(w, 6)),
     "deleted state/": lambda w: (shutil.rmtree(os.path.join(step_dir(w, 6), "state")), "state")[1],
     "garbage in state/_METADATA": lambda w: (
         _garbage(os.path.join(step_dir(w, 6), "state", "_METADATA")), "_METADATA")[1],
@@ -230,7 +230,7 @@ def test_nan_lr_on_the_command_line_is_one_line_printed_once(tmp_path):
 def nan_files(tmp_path_factory):
     """An official .pth.tar whose target_encoder holds one NaN, and its safetensors encoder."""
     torch = pytest.importorskip("torch")
-    from test_convert import make_workdir
+    from workdirs import make_workdir
     from vjepa_jax import convert
     root = tmp_path_factory.mktemp("nan_interop")
     workdir = str(root / "run")
