@@ -259,7 +259,7 @@ def test_conversion_errors_name_the_problem(exported, tmp_path):
              (lambda: convert.from_torch(str(tmp_path / "missing.pth.tar"), str(tmp_path / "w1")),
               "no such file"),
              (lambda: convert.from_torch(str(garbage), str(tmp_path / "w2")),
-              "not a readable PyTorch checkpoint")]
+              "is not a PyTorch checkpoint")]
     for call, message in cases:
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             call()

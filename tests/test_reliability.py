@@ -360,6 +360,16 @@ def test_config_file_errors_name_file_and_line(tmp_path, text, expected):
         config_lib.load_config_file(f"{path}:oops" if "oops" in expected else str(path))
 
 
+def test_a_text_file_given_as_a_checkpoint_is_named_as_such(tmp_path):
+    from vjepa_jax.interop import files
+
+    path = tmp_path / "notes.pth.tar"
+    path.write_text("these are my notes\n")
+    with pytest.raises(ValueError, match="notes.pth.tar is not a PyTorch checkpoint: it is "
+                                         "neither a zip archive nor a pickle"):
+        files.read_torch_file(str(path))
+
+
 def test_config_file_error_on_the_command_line_is_one_line(tmp_path):
     path = tmp_path / "bad.py"
     path.write_text("def get_config(arg=None):\n    return (\n")

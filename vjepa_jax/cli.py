@@ -38,8 +38,12 @@ def run_program(main, program, argv=None):
     at INFO, everything else (Orbax logs every file it writes) at WARNING.
     """
     argv = sys.argv if argv is None else argv
+    help_flags = {"-h", "--help", "--helpshort", "-?"}
+    if help_flags.intersection(argv[1:]) or "--helpfull" in argv[1:]:
+        # absl's own help flags exit with status 1; asking for help is not an error.
+        app.usage(shorthelp="--helpfull" not in argv[1:], writeto_stdout=True, exitcode=0)
     exit_if_config_file_missing(argv, program)
-    app.define_help_flags()  # --help / --helpshort / --helpfull, before the flags are parsed here
+    app.define_help_flags()  # --helpxml and the like, before the flags are parsed here
     try:
         remaining = flags.FLAGS(argv)  # parse here so a bad override is not a traceback from absl
     except AttributeError as e:  # ml_collections: an override names a key the config lacks

@@ -7,8 +7,9 @@ Batches are LOCAL to this process and stay uint8 until the device:
           'valid': int32 [B_local]} (padding examples have valid 0, so every host gets as many
           batches of the same shape).
 Unusable videos are skipped: the next entry of the same index file is taken instead (fixed order,
-so runs are reproducible), `skipped` counts how many were passed over for each example, and the
-path and reason are logged with `logging.warning`.
+so runs are reproducible), `skipped` is 1 where an example's own index entry was unusable (so
+one pass counts each bad file once; docs/DATA.md), and the path and reason are logged with
+`logging.warning`.
 """
 import logging
 import math

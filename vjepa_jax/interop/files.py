@@ -27,6 +27,12 @@ def read_torch_file(path, allow_pickle=False):
     """torch.load a .pth.tar onto the CPU (weights only unless allow_pickle); clear errors."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle stream starting 0x80).
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):
+        raise ValueError(f"{path} is not a PyTorch checkpoint: it is neither a zip archive nor a "
+                         f"pickle (it starts with {head!r})")
     torch = import_torch()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
