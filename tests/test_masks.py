@@ -272,15 +272,42 @@ def test_mask_stats_by_hand():
     assert s["last_context_time"] == 0.5
 
 
-def test_describe_writes_figure(tmp_path):
-    """describe() on a tiny grid prints counts for every generator and saves a PNG."""
+def test_describe_writes_figure(tmp_path, monkeypatch):
+    """describe() on a tiny grid prints counts for every generator, explains `last context t`,
+    and saves a PNG whose target-frequency panels have a 0..1 colour bar."""
+    figures = []
+    plot_masks = masks_program.plot_masks
+    monkeypatch.setattr(masks_program, "plot_masks",
+                        lambda *args: figures.append(plot_masks(*args)) or figures[-1])
     c = config_lib.base_config()
     c.model.num_frames, c.model.crop_size = 4, 64  # 2x4x4 grid
     c.mask_count_multiple, c.mask_reference_batch = 4, 4
     out = tmp_path / "masks.png"
     report = masks_program.describe(c, seed=0, out=str(out), reference_batches=2)
     assert report.count("static counts") == 2
+    assert report.count("last context t ") == 4  # this batch + reference, per generator
+    assert ("last context t: the last time step, of 0..1, that holds a context token, mean over "
+            "the batch") in report
     assert out.stat().st_size > 1000
+    (fig,) = figures
+    freq_panels = [ax for ax in fig.axes if ax.get_title().startswith("target freq.")]
+    assert len(freq_panels) == 2
+    for ax in freq_panels:
+        bar = ax.get_images()[0].colorbar
+        assert bar is not None and (bar.norm.vmin, bar.norm.vmax) == (0, 1)
+    # The program: no absl INFO lines (on a CPU jax logs "Unable to initialize backend 'tpu'").
+    import re
+    import subprocess
+    import sys
+
+    from common import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "vjepa_jax.masks", "--config",
+                        "configs/pretrain/demo.py", "--out", str(tmp_path / "demo.png")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not re.search(r"^I\d{4} ", r.stderr, re.M) and "libtpu" not in r.stderr, r.stderr
+    assert "last context t: the last time step, of 0..3" in r.stdout
 
 
 def test_demo_masks_are_causal_and_reference_argument_restores_the_spec():

@@ -7,9 +7,10 @@ and the same ratios of the reference collator (batch-min truncated, mean of 50 b
 """
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from vjepa_jax import cli
 from vjepa_jax.methods.ijepa import masks as ijepa_masks
 from vjepa_jax.methods.vjepa.masks import generators_from_config, mask_stats, reference_masks
 
@@ -22,14 +23,16 @@ def _format_stats(s):
 
 
 def plot_masks(gens, batches, path):
-    """Save a figure: per generator, sample 0 as T' panels [H', W'] and the target frequency."""
+    """Save a figure: per generator, sample 0 as T' panels [H', W'] and the target frequency
+    (how often each position is a target, over the batch and the time steps); returns it."""
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     colors = ["#d9d9d9", "#1f77b4", "#ff7f0e"]  # dropped, context, target
     cols = max(g.grid[0] for g in gens) + 1
-    fig = Figure(figsize=(1.5 * cols, 1.7 * len(gens) + 0.6))
+    # At least 4.5 in wide: the legend of the three colours (I-JEPA has only 2 columns).
+    fig = Figure(figsize=(max(1.5 * cols, 4.5), 1.7 * len(gens) + 0.6))
     axes = fig.subplots(len(gens), cols, squeeze=False)
     for row, (gen, (ctx, tgt)) in enumerate(zip(gens, batches)):
         ctx, tgt = np.asarray(ctx), np.asarray(tgt)
@@ -44,8 +47,13 @@ def plot_masks(gens, batches, path):
         freq = np.zeros((len(tgt), gen.num_tokens))
         np.put_along_axis(freq, tgt, 1.0, axis=1)
         ax = axes[row, -1]
-        ax.imshow(freq.reshape(-1, n_h, n_w).mean(axis=0), cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"target freq. (B={len(tgt)})", fontsize=8)
+        image = ax.imshow(freq.reshape(-1, n_h, n_w).mean(axis=0), cmap="viridis", vmin=0, vmax=1)
+        # A scale, or a uniform frequency (causal masks: every position in 3 of 4 steps) is a
+        # flat square that reads as nothing.
+        fig.colorbar(image, ax=ax, ticks=[0, 0.5, 1], fraction=0.046, pad=0.04).ax.tick_params(
+            labelsize=7)
+        over = f"B={len(tgt)}" + (f" x {n_t} t" if n_t > 1 else "")
+        ax.set_title(f"target freq. ({over})", fontsize=8)
         axes[row, 0].set_ylabel(f"{row}: {gen.kind}\n{ctx.shape[1]} ctx / {tgt.shape[1]} tgt",
                                 fontsize=8)
         for ax in axes[row]:
@@ -54,6 +62,7 @@ def plot_masks(gens, batches, path):
     fig.legend(handles=[Patch(color=c, label=l) for c, l in
                         zip(colors, ["dropped", "context", "target"])], loc="lower center", ncol=3)
     fig.savefig(path, dpi=100)
+    return fig
 
 
 def _describe_vjepa(config, seed, out, reference_batches):
@@ -75,6 +84,8 @@ def _describe_vjepa(config, seed, out, reference_batches):
         lines.append(f"  this batch (B={batch}): {_format_stats(mask_stats(ctx, tgt, gen.grid))}")
         lines.append(f"  reference batch-min (B={batch}, mean of {reference_batches} batches): "
                      f"{_format_stats(ref)}")
+    lines.append(f"(last context t: the last time step, of 0..{gens[0].grid[0] - 1}, that holds a "
+                 "context token, mean over the batch; causal masks end their context there)")
     if out:
         plot_masks(gens, batches, out)
         lines.append(f"wrote {out}")
@@ -126,7 +137,9 @@ def main():
         del argv
         print(describe(config.value, seed=seed.value, out=out.value))
 
-    app.run(run)
+    # As the other programs: one-line errors, and absl logging at WARNING (jax logs a `libtpu`
+    # INFO line on a CPU).
+    cli.run_program(run, "vjepa_jax.masks")
 
 
 if __name__ == "__main__":
