@@ -359,7 +359,7 @@ def test_ridge_on_tokens_reads_where_pooling_cannot():
     assert np.mean(pooled == y[200:]) < 0.5
 
 
-def test_online_eval_reports_scores_and_random_baseline():
+def test_online_eval_reports_scores_and_random_baseline(capsys):
     c = load_config("configs/pretrain/demo.py", "smoke")
     c.model.update(depth=1)
     c.online_eval.update(num_train=24, num_val=8, batch_size=8, k=5, linear_steps=20)
@@ -375,8 +375,25 @@ def test_online_eval_reports_scores_and_random_baseline():
     assert all(0 <= out[k] <= 100 for k in out if "top1" in k)
     # Seed 3 differs from the baseline's seed 0: different features, different spread.
     assert out["feature_std"] != out["feature_std_random_init"]
-    again = online.online_eval(enc, params, c)  # cached split and baseline: same numbers
+    # Quiet by default: train.py calls it every train.eval_every steps.
+    assert "features" not in capsys.readouterr().err
+    # Cached split and baseline: same numbers; with progress bars (stderr) for the pretrained
+    # encoder's features and readouts (the cached baseline computes nothing).
+    again = online.online_eval(enc, params, c, progress=True)
     assert again == out
+    err = capsys.readouterr().err
+    assert "pretrained: 24 train features" in err and "pretrained: 8 val features" in err
+    assert "pretrained: readouts" in err and "3/3" in err and "random init" not in err
+    # One line per readout beside its baseline, the demo's readout (ridge) first and named so.
+    lines = online.summary(out)
+    assert len(lines) == 4
+    assert lines[0] == (f"ridge on all tokens (the demo's readout, the one README reports): "
+                        f"{out['ridge_top1']:.1f} % vs {out['ridge_top1_random_init']:.1f} % "
+                        f"random init ({out['ridge_top1'] - out['ridge_top1_random_init']:+.1f})")
+    assert lines[1].startswith("k-NN on mean-pooled tokens: ") and "random init" in lines[1]
+    assert lines[2].startswith("linear on mean-pooled tokens: ") and "random init" in lines[2]
+    no_baseline = online.summary({k: v for k, v in out.items() if "random_init" not in k})
+    assert len(no_baseline) == 4 and not any("random init" in line for line in no_baseline)
     # Params sharded on a mesh: the batches are split over its 8 devices, same features.
     from vjepa_jax import sharding
 

@@ -150,12 +150,14 @@ def test_trains_from_real_mp4_files_with_a_csv_index(tmp_path, monkeypatch):
     assert all(np.isfinite(r["loss"]) and r["bad_videos"] == 0 for r in rows)
 
 
-def test_online_eval_every_n_steps_is_logged_and_plotted(tmp_path):
+def test_online_eval_every_n_steps_is_logged_and_plotted(tmp_path, capsys):
     config = smoke_config()
     config.train.eval_every = 3
     config.online_eval.update(num_train=32, num_val=16, k=5, linear_steps=20)
     workdir = str(tmp_path / "run")
     train.run(config, workdir)
+    # The online eval inside training draws no progress bars (the program's bars would).
+    assert "features:" not in capsys.readouterr().err
     rows = logger.read(workdir)
     online = [r for r in rows if "online/knn_top1" in r]
     assert [r["step"] for r in online] == [3, 6]
@@ -176,6 +178,13 @@ def test_online_eval_every_n_steps_is_logged_and_plotted(tmp_path):
                         "--config.online_eval.linear_steps=20"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    printed = json.loads(r.stdout)
+    # Progress bars on stderr, one human line per readout on stdout, the JSON in a file.
+    assert "pretrained: 32 train features" in r.stderr and "random init: readouts" in r.stderr
+    path = os.path.join(workdir, "online_eval.json")
+    assert r.stdout.rstrip().endswith(f"wrote {path}")
+    with open(path) as f:
+        printed = json.load(f)
     assert printed["encoder"].endswith("step 6 (target)")
     assert printed["knn_top1"] == pytest.approx(online[-1]["online/knn_top1"])
+    assert (f"  k-NN on mean-pooled tokens: {printed['knn_top1']:.1f} % vs "
+            f"{printed['knn_top1_random_init']:.1f} % random init") in r.stdout
