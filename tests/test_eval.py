@@ -412,12 +412,13 @@ def test_demo_pretrained_encoder_beats_random_init(tmp_path):
     EMA target must beat the same readout of every one of three random-init encoders, on the
     demo's labelled split and on a second split of fresh clips.
 
-    Uses $VJEPA_DEMO_WORKDIR (a finished `configs/pretrain/demo.py` run) or pretrains one here.
+    Uses $VJEPA_DEMO_WORKDIR (a finished `configs/pretrain/demo.py:causal` run) or pretrains
+    one here.
     About 15 minutes on a 2-core CPU; docs/EVAL.md has the measured margin.
     """
     from vjepa_jax import train
 
-    config = load_config("configs/pretrain/demo.py")
+    config = load_config("configs/pretrain/demo.py", "causal")
     workdir = os.environ.get("VJEPA_DEMO_WORKDIR")
     if not workdir:
         workdir = str(tmp_path / "pretrain")

@@ -24,10 +24,12 @@ def run(tmp_path_factory):
     return encoder, state, workdir, clip, root
 
 
-def test_workdir_target_and_online_encoders(run):
+def test_workdir_target_and_online_encoders(run, caplog):
     encoder, state, workdir, clip, _ = run
     apply = jax.jit(encoder.apply)
-    target = loader.load_encoder(workdir)
+    with caplog.at_level("WARNING"):
+        target = loader.load_encoder(workdir)
+    assert "read only" not in caplog.text and "read_only" not in caplog.text  # no Orbax noise
     tokens = np.asarray(target(clip))
     s = encoder.shape
     assert tokens.shape == (2, s.num_tokens, s.width) and tokens.dtype == np.float32

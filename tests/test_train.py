@@ -48,6 +48,19 @@ def test_demo_run_writes_artifacts_and_resumes_exactly(tmp_path):
                                rtol=1e-6)
 
 
+def test_rerunning_a_finished_run_says_so_and_changes_nothing(tmp_path, caplog, capsys):
+    workdir = str(tmp_path / "done")
+    config = smoke_config()  # 6 steps
+    train.run(config, workdir)
+    before = losses(workdir)
+    capsys.readouterr()
+    with caplog.at_level("INFO", logger="vjepa_jax"):
+        train.run(config, workdir)
+    assert "already complete (step 6 of 6)" in caplog.text
+    assert "100%" not in capsys.readouterr().err  # no second progress bar
+    assert losses(workdir) == before
+
+
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     """SIGTERM right after compilation, before the first log row: saved, exit 75, no plot."""
     workdir = str(tmp_path / "run")

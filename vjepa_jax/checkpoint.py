@@ -22,6 +22,7 @@ import shutil
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 import grain
 
@@ -151,11 +152,22 @@ def manager(workdir, keep, read_only=False, folder="checkpoints"):
         for path in remove_failed_saves(directory):
             _log.warning("removed %s: a save that never completed", path)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=True,
+        max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
+        save_interval_steps=0 if read_only else 1, enable_async_checkpointing=True,
         async_options=ocp.AsyncOptions(
             post_finalization_callback=lambda: _record_in_flight(directory)))
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "data", "meta"))
+    if not read_only:
+        return ocp.CheckpointManager(directory, options=options,
+                                     item_names=("state", "data", "meta"))
+    # Orbax warns on every read-only manager ("Given directory is read only"): that is the point
+    # of a reader (load_encoder, convert), not news, so its log is quieted while it is built.
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        return ocp.CheckpointManager(directory, options=options,
+                                     item_names=("state", "data", "meta"))
+    finally:
+        absl_logging.set_verbosity(verbosity)
 
 
 def state_dict(state):

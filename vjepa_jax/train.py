@@ -97,8 +97,11 @@ def run(config, workdir):
     bad_videos = seen_videos = 0
     first_rank, rank_warned = {}, set()  # per monitor: first logged value, warned already
     compiled = None
-    bar = tqdm.tqdm(total=total_steps, initial=start, disable=not main_process, unit="step",
-                    dynamic_ncols=True, mininterval=2.0)
+    if start >= total_steps:
+        log.info("%s is already complete (step %d of %d): nothing to train", workdir, start,
+                 total_steps)
+    bar = tqdm.tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
+                    mininterval=2.0, disable=not main_process or start >= total_steps)
     tick, tick_step = time.perf_counter(), start
     step = start
     while step < last_step and stop["signal"] is None:
