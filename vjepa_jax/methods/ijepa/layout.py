@@ -7,13 +7,12 @@ in named_parameters()), and both tables are the 2-D [column, row] sin-cos tables
 """
 import re
 
-import ml_collections
 
 from vjepa_jax import mismatch
-from vjepa_jax.interop import state_dicts
+from vjepa_jax.interop import geometry as geometry_lib, state_dicts
 from vjepa_jax.interop.torch_names import strip_prefixes, to_numpy
 from vjepa_jax.methods.ijepa import defaults
-from vjepa_jax.models import pos_embed, vit
+from vjepa_jax.models import pos_embed
 
 PREFIX = "module."
 ENCODER = state_dicts.ModuleNames(pos_key="pos_embed", blocks="blocks", heads=("patch_embed.proj",),
@@ -85,27 +84,6 @@ def infer_model(encoder_sd, predictor_sd=None, num_frames=None, crop_size=None):
 
 
 def model_config(geometry, base=None):
-    """`config.model` for an inferred geometry: base (default: the reference model) updated or checked."""
-    if base is None:
-        by_width = {w: name for name, (w, *_) in vit.SIZES.items()}
-        if geometry["width"] not in by_width:
-            raise ValueError(f"encoder width {geometry['width']} is not in the size table "
-                             f"{ {n: s[0] for n, s in vit.SIZES.items()} }; pass --config with "
-                             "model.variant/width/num_heads set")
-        m = defaults.model_defaults()
-        variant = by_width[geometry["width"]]
-        m.update(variant=variant,
-                 depth=0 if geometry["depth"] == vit.SIZES[variant][1] else geometry["depth"],
-                 patch_size=geometry["patch_size"], crop_size=geometry["crop_size"])
-        if "pred_width" in geometry:
-            m.update(pred_width=geometry["pred_width"], pred_depth=geometry["pred_depth"])
-        return m
-    m = ml_collections.ConfigDict(base.to_dict())
-    shape = vit.shape_from_config(m)
-    have = dict(width=shape.width, depth=shape.depth, mlp_hidden=shape.mlp_hidden,
-                patch_size=m.patch_size, crop_size=m.crop_size, pred_width=m.pred_width,
-                pred_depth=m.pred_depth)
-    mismatch.check_agrees(geometry, {k: v for k, v in have.items() if k in geometry},
-                          "the checkpoint", what="holds a different model than --config",
-                          hint="Pass a --config whose model matches the file.")
-    return m
+    """`config.model` for an inferred geometry: the reference model updated, or `base` checked."""
+    return geometry_lib.model_config(geometry, base, defaults.model_defaults(),
+                                     ("patch_size", "crop_size"))

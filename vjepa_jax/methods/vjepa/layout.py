@@ -8,14 +8,13 @@ a file's shapes and tables; interop/ holds the naming convention and the file fo
 import math
 import re
 
-import ml_collections
 import numpy as np
 
 from vjepa_jax import mismatch
-from vjepa_jax.interop import state_dicts
+from vjepa_jax.interop import geometry as geometry_lib, state_dicts
 from vjepa_jax.interop.torch_names import strip_prefixes, to_numpy
 from vjepa_jax.methods.vjepa import defaults
-from vjepa_jax.models import pos_embed, vit
+from vjepa_jax.models import pos_embed
 
 PREFIX = "module.backbone."
 
@@ -125,34 +124,6 @@ def infer_model(encoder_sd, predictor_sd=None, num_frames=None, crop_size=None):
 
 
 def model_config(geometry, base=None):
-    """`config.model` for an inferred geometry: base (default: the reference model) updated or checked.
-
-    Without `base`, variant is chosen by width from the size table (0 = table value for depth
-    and heads, so the result equals the official configs' model). With `base` (a user's config),
-    every inferred value must agree with it; disagreements are listed in one ValueError.
-    """
-    if base is None:
-        by_width = {w: name for name, (w, *_) in vit.SIZES.items()}
-        if geometry["width"] not in by_width:
-            raise ValueError(f"encoder width {geometry['width']} is not in the size table "
-                             f"{ {n: s[0] for n, s in vit.SIZES.items()} }; pass --config with "
-                             "model.variant/width/num_heads set")
-        m = defaults.model_defaults()
-        variant = by_width[geometry["width"]]
-        table_depth = vit.SIZES[variant][1]
-        m.update(variant=variant, depth=0 if geometry["depth"] == table_depth else geometry["depth"],
-                 **{k: geometry[k] for k in ("patch_size", "tubelet_size", "num_frames",
-                                             "crop_size", "uniform_power")})
-        if "pred_width" in geometry:
-            m.update(pred_width=geometry["pred_width"], pred_depth=geometry["pred_depth"])
-        return m
-    m = ml_collections.ConfigDict(base.to_dict())
-    shape = vit.shape_from_config(m)
-    have = dict(width=shape.width, depth=shape.depth, mlp_hidden=shape.mlp_hidden,
-                patch_size=m.patch_size, tubelet_size=m.tubelet_size, num_frames=m.num_frames,
-                crop_size=m.crop_size, uniform_power=m.uniform_power, pred_width=m.pred_width,
-                pred_depth=m.pred_depth)
-    mismatch.check_agrees(geometry, {k: v for k, v in have.items() if k in geometry},
-                          "the checkpoint", what="holds a different model than --config",
-                          hint="Pass a --config whose model matches the file.")
-    return m
+    """`config.model` for an inferred geometry: the reference model updated, or `base` checked."""
+    return geometry_lib.model_config(geometry, base, defaults.model_defaults(),
+                                     ("patch_size", "tubelet_size", "num_frames", "crop_size", "uniform_power"))
