@@ -16,6 +16,28 @@ def test_bench_reports_consistent_numbers():
     assert r["step_s"] > 0 and r["compile_s"] > 0 and r["peak_memory_gb"] > 0
     assert r["clips_per_s"] == pytest.approx(config.data.batch_size / r["step_s"])
     assert r["mfu"] == pytest.approx(r["model_tflop_per_step"] / r["step_s"] / 1.0)
+    # The tests run with a persistent compilation cache (conftest.py); the report says so.
+    assert r["compilation_cache"] and isinstance(r["cache_was_warm"], bool)
+
+
+def test_compilation_cache_is_on_by_default_and_switchable(tmp_path, monkeypatch):
+    import jax
+
+    from vjepa_jax import compilation_cache, config as config_lib
+
+    assert config_lib.base_config().train.compilation_cache  # on by default
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    try:
+        assert compilation_cache.enable("") is None
+        assert jax.config.jax_compilation_cache_dir == before  # '' leaves it off
+        where = str(tmp_path / "cache")
+        assert compilation_cache.enable(where) == where
+        assert jax.config.jax_compilation_cache_dir == where
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/somewhere")
+    assert compilation_cache.enable(where) == "/somewhere"  # the environment wins
 
 
 def test_flops_match_the_reference_step_count():

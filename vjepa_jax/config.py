@@ -58,6 +58,8 @@ def base_config(method="vjepa"):
         # warn when target_rank falls below this fraction of its first logged value (0: never)
         rank_warning=0.5,
         eval_every=0,  # steps between online evaluations (k-NN + linear probe); 0: off
+        # JAX's persistent compilation cache: a restart reuses the compiled step ('' = off).
+        compilation_cache="~/.cache/vjepa_jax/compilation_cache",
     ))
 
     # The labelled split and settings of the online k-NN / linear probe (vjepa_jax/evaluation/online.py).

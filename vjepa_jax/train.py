@@ -19,7 +19,8 @@ import tqdm
 from absl import flags
 from ml_collections import config_flags
 
-from vjepa_jax import checkpoint, cli, config as config_lib, distributed, logger, methods, plot
+from vjepa_jax import checkpoint, cli, compilation_cache, config as config_lib, distributed
+from vjepa_jax import logger, methods, plot
 from vjepa_jax import sharding, train_state, train_step, workdir as workdir_lib
 from vjepa_jax.data import pipeline
 from vjepa_jax.evaluation import online
@@ -45,9 +46,11 @@ def run(config, workdir):
     # ---------------------------------------------------------------- setup
     config_lib.validate(config)
     workdir = workdir_lib.prepare_workdir(workdir)
+    cache = compilation_cache.enable(config.train.compilation_cache)
     main_process = jax.process_index() == 0
     log.info("jax %s, %d processes, %d devices (%s)", jax.__version__, jax.process_count(),
                  jax.device_count(), jax.devices()[0].platform)
+    log.info("compilation cache: %s", cache or "off (train.compilation_cache='')")
 
     # ---------------------------------------------------------------- mesh
     mesh = sharding.make_mesh(config.mesh)
