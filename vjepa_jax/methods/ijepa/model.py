@@ -22,8 +22,8 @@ def validate(config):
            "float32, bfloat16 or float16")
     for key in ("patch_size", "crop_size", "pred_width", "pred_depth"):
         check_key(isinstance(m[key], int) and m[key] > 0, f"model.{key}", m[key], "a positive integer")
-    for key in ("num_frames", "tubelet_size"):
-        check_key(m[key] == 1, f"model.{key}", m[key], "1 (I-JEPA encodes single images)")
+    # model.num_frames / tubelet_size must be 1: image_vit.encoder_from_config checks it, for
+    # the programs that build the encoder without validating a whole config too.
     check_key(config.data.num_clips == 1, "data.num_clips", config.data.num_clips, "1")
 
 
