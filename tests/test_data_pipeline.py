@@ -46,6 +46,7 @@ def test_batches_have_local_shapes(videos):
     assert batch["video"].shape == (2, 4, 16, 16, 3) and batch["video"].dtype == np.uint8
     assert batch["label"].dtype == np.int32 and batch["label"].shape == (2,)
     assert batch["skipped"].tolist() == [0, 0]
+    assert batch["source"].tolist() == [0, 0]  # one index file: source 0 (data.index[0])
     assert batch["video"].std() > 5  # real pixels, not padding
 
 

@@ -23,7 +23,7 @@ def base_config(method="vjepa"):
     c.data = ml_collections.ConfigDict(dict(
         source="csv",  # csv | synthetic | tfds | imagefolder
         index=(),  # CSV (`path label`) or .npy index files
-        weights=(),  # optional sampling weight per index file
+        weights=(),  # optional sampling weight per index file: a weighted mixture (docs/DATA.md)
         tfds_name="",
         tfds_split="train",
         batch_size=3072,  # global batch, independent of the number of devices
@@ -101,6 +101,13 @@ def validate(c):
            "the image folder root when data.source='imagefolder'")
     _check(c.data.source != "csv" or len(c.data.index) > 0, "data.index", c.data.index,
            "one or more index files when data.source='csv'")
+    # A weighted mixture (docs/DATA.md, "Weighted mixtures"): one weight > 0 per index file.
+    files = (c.data.index,) if isinstance(c.data.index, str) else tuple(c.data.index)
+    weights = tuple(c.data.weights)
+    _check(c.data.source != "csv" or not weights or (
+        len(weights) == len(files) and all(_number(w) and w > 0 for w in weights)),
+        "data.weights", c.data.weights,
+        f"() or one finite number > 0 per data.index file ({len(files)} files)")
     _check(isinstance(c.data.batch_size, int) and c.data.batch_size > 0, "data.batch_size",
            c.data.batch_size, "a positive integer (the global batch)")
     _check(c.data.num_workers >= 0, "data.num_workers", c.data.num_workers, ">= 0")

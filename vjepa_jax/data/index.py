@@ -3,12 +3,15 @@
 CSV lines are split on the LAST space, so paths may contain spaces (the reference's pandas
 reader would not accept them); blank lines are ignored; relative paths are taken relative to the
 directory of the index file. A `.npy` file holds an array of paths, all labelled 0. Several index
-files are concatenated in order; optional per-file weights give each file a share of the samples.
+files are concatenated in order; optional per-file weights give each file a share of the samples
+(a weighted mixture: vjepa_jax/data/mixture.py).
 """
 import dataclasses
 import os
 
 import numpy as np
+
+from vjepa_jax.data import mixture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +82,7 @@ def read_index(files, weights=()):
     files = tuple(str(f) for f in files)
     if not files:
         raise ValueError("data.index: no index files given")
-    weights = tuple(float(w) for w in weights)
-    if weights and len(weights) != len(files):
-        raise ValueError(f"data.weights: {len(weights)} weights for {len(files)} index files "
-                         f"{list(files)}")
-    if any(not w > 0 for w in weights):
-        raise ValueError(f"data.weights: every weight must be > 0, got {list(weights)}")
+    weights = mixture.check_weights(weights, files)
     paths, labels, file_ids = [], [], []
     for file_id, index_path in enumerate(files):
         if not os.path.exists(index_path):

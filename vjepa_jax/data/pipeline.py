@@ -2,14 +2,14 @@
 
 Batches are LOCAL to this process and stay uint8 until the device:
   train: {'video': uint8 [B_local, T, S, S, 3], 'label': int32 [B_local],
-          'skipped': int32 [B_local]}
+          'skipped': int32 [B_local], 'source': int32 [B_local] (which index file; 0 for one)}
   eval:  {'video': uint8 [B_local, segments, views, T, S, S, 3], 'label', 'skipped',
           'valid': int32 [B_local]} (padding examples have valid 0, so every host gets as many
           batches of the same shape).
 Unusable videos are skipped: the next entry of the same index file is taken instead (fixed order,
 so runs are reproducible), `skipped` is 1 where an example's own index entry was unusable (so
 one pass counts each bad file once; docs/DATA.md), and the path and reason are logged with
-`logging.warning`.
+`logging.warning`. SkipCounts adds them up per source (index file) for the train loop.
 """
 import logging
 import math
@@ -19,6 +19,7 @@ import numpy as np
 
 from vjepa_jax.data import imagefolder
 from vjepa_jax.data import index as index_lib
+from vjepa_jax.data import mixture
 from vjepa_jax.data import transforms
 from vjepa_jax.data import video as video_lib
 from vjepa_jax.data.synthetic import SyntheticVideos
@@ -33,23 +34,77 @@ class TooManySkippedVideos(ValueError):
     """More than data.max_skip_fraction of the index entries were unusable."""
 
 
-def check_skip_fraction(total_skipped, total_seen, limit, *, min_videos=MIN_VIDEOS_FOR_SKIP_CHECK):
+def check_skip_fraction(total_skipped, total_seen, limit, *, min_videos=MIN_VIDEOS_FOR_SKIP_CHECK,
+                        source=None):
     """Raise TooManySkippedVideos when total_skipped / total_seen > limit (after min_videos).
 
     total_seen: examples drawn; total_skipped: how many of them drew an unusable entry (the
     `skipped` field of the batches, load_skipping_unusable). Each pass over the index draws every
     entry once, so this is the fraction of distinct index entries that are unusable, however
-    the bad ones cluster (docs/DATA.md, "Unusable videos").
+    the bad ones cluster (docs/DATA.md, "Unusable videos"). `source` (an index file) is named
+    in the error when the counts are that source's alone.
     """
     seen = int(total_seen)
     if seen < min_videos or seen == 0:
         return
     fraction = total_skipped / seen
     if fraction > limit:
+        where = f"index file {source}: " if source is not None else ""
         raise TooManySkippedVideos(
-            f"{int(total_skipped)} of {seen} index entries drawn ({fraction:.2%}) were unusable, "
-            f"more than data.max_skip_fraction={limit}; the warnings above name each file and "
-            "reason. Run `python -m vjepa_jax.data.check INDEX...` to list every problem.")
+            f"{where}{int(total_skipped)} of {seen} index entries drawn ({fraction:.2%}) were "
+            f"unusable, more than data.max_skip_fraction={limit}; the warnings above name each "
+            "file and reason. Run `python -m vjepa_jax.data.check INDEX...` to list every problem.")
+
+
+class SkipCounts:
+    """Examples drawn and unusable entries among them, in total and per source (index file).
+
+    `add(batch)` counts a train batch by its 'skipped' and 'source' fields; `check(limit)` applies
+    check_skip_fraction to the total and, in a mixture, to each source on its own (so a small
+    source that is mostly missing stops the run even while the total looks fine); `metrics()`
+    gives `bad_videos` and, in a mixture, `bad_videos/<name>` and `seen_videos/<name>`.
+    """
+
+    def __init__(self, sources):
+        self.sources = tuple(str(s) for s in sources)
+        self.names = mixture.source_names(self.sources)
+        self.seen = np.zeros(len(self.sources), np.int64)
+        self.bad = np.zeros(len(self.sources), np.int64)
+
+    def add(self, batch):
+        source = np.asarray(batch.get("source", np.zeros_like(batch["skipped"])), np.int64)
+        self.seen += np.bincount(source, minlength=len(self.sources))
+        self.bad += np.bincount(source, weights=batch["skipped"],
+                                minlength=len(self.sources)).astype(np.int64)
+
+    def check(self, limit, *, min_videos=MIN_VIDEOS_FOR_SKIP_CHECK):
+        check_skip_fraction(self.bad.sum(), self.seen.sum(), limit, min_videos=min_videos)
+        if len(self.sources) > 1:
+            for source, bad, seen in zip(self.sources, self.bad, self.seen):
+                check_skip_fraction(bad, seen, limit, min_videos=min_videos, source=source)
+
+    def metrics(self):
+        out = {"bad_videos": int(self.bad.sum())}
+        if len(self.sources) > 1:
+            for name, bad, seen in zip(self.names, self.bad, self.seen):
+                out[f"bad_videos/{name}"] = int(bad)
+                out[f"seen_videos/{name}"] = int(seen)
+        return out
+
+    def summary(self):
+        """One line: per source, unusable of drawn (e.g. for the log at the end of a run)."""
+        parts = [f"{name} {bad} of {seen}" + (f" ({bad / seen:.2%})" if seen else "")
+                 for name, bad, seen in zip(self.names, self.bad, self.seen)]
+        return "unusable videos drawn, per source: " + ", ".join(parts)
+
+
+def source_labels(config):
+    """What SkipCounts calls the sources of make_dataset(config): the index files for 'csv'
+    (in order: batch field 'source' d is data.index[d]), else the one source's kind."""
+    d = config.data
+    if d.source == "csv":
+        return (d.index,) if isinstance(d.index, str) else tuple(d.index)
+    return (d.source,)
 
 
 # ----------------------------------------------------------------------------- clip sources
@@ -155,7 +210,8 @@ class LoadExample:
         if self.train:
             video = transforms.pretrain_transform(clips[0], rng, self.size, self.scale,
                                                   self.ratio, self.hflip)
-            return {"video": video, "label": np.int32(label), "skipped": np.int32(skipped)}
+            return {"video": video, "label": np.int32(label), "skipped": np.int32(skipped),
+                    "source": np.int32(self._range_of[entry])}
         video = np.stack([transforms.eval_views(c, self.size, self.num_views) for c in clips])
         return {"video": video, "label": np.int32(label), "skipped": np.int32(skipped),
                 "valid": np.int32(1)}
@@ -174,7 +230,7 @@ def make_source(config, *, train=True):
     if d.source == "csv":
         # FFmpeg threads only help when no worker processes already use the cores.
         threads = int(d.decode_threads) or (1 if d.num_workers > 0 else 0)
-        return VideoFileClips(index_lib.read_index(list(d.index), list(d.weights)),
+        return VideoFileClips(index_lib.read_index(d.index, d.weights),
                               frames_per_clip=config.model.num_frames, frame_step=d.frame_step,
                               duration=d.duration, num_clips=num_clips, allow_overlap=not train,
                               threads=threads, seek=bool(d.seek))
@@ -208,11 +264,8 @@ def _shuffled_entries(source, seed):
     """Infinite MapDataset of entry numbers: reshuffled every epoch, weighted across parts."""
     if not source.weights:
         return grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
-    # One shuffled, repeated stream per index file, interleaved in proportion to the weights:
-    # the share of samples from file d is w_d / sum(w), i.e. per-sample weight w_d / n_d.
-    parts = [grain.MapDataset.range(start, stop).seed(seed + d).shuffle().repeat()
-             for d, (start, stop) in enumerate(source.ranges)]
-    return grain.MapDataset.mix(parts, list(source.weights))
+    # A weighted mixture: file d gets the share w_d / sum(w) (per-sample weight w_d / n_d).
+    return mixture.entries(source.ranges, source.weights, seed)
 
 
 def _check_hosts(batch_size, process_index, process_count, key):
