@@ -11,7 +11,7 @@ import traceback
 
 import ml_collections
 
-from vjepa_jax import methods
+from vjepa_jax import methods, optim
 
 
 def base_config(method="vjepa"):
@@ -53,6 +53,10 @@ def base_config(method="vjepa"):
         log_every=10,
         checkpoint_every=300,
         keep_checkpoints=3,
+        # A fresh run starts from this workdir's latest checkpoint (weights, target, AdamW
+        # moments; the step restarts at 0): V-JEPA 2's cooldown at a new clip shape.
+        init_from="",
+        init_from_step=0,  # 0: the latest checkpoint of train.init_from
         stop_after=0,  # stop (with a checkpoint) after this many steps in this run; 0: run to the end
         max_skipped_steps=100,  # abort when more steps than this had non-finite gradients
         # warn when target_rank falls below this fraction of its first logged value (0: never)
@@ -126,6 +130,10 @@ def validate(c):
         _check(_number(o[key]) and o[key] >= 0, f"optim.{key}", o[key], "a finite number >= 0")
     _check(len(o.ema) == 2 and all(_number(m) and 0 <= m <= 1 for m in o.ema), "optim.ema",
            o.ema, "(start, end) momentums in [0, 1]")
+    _check(o.get("schedule", "warmup_cosine") in optim.SCHEDULES, "optim.schedule",
+           o.get("schedule"), f"one of {optim.SCHEDULES}")
+    _check(isinstance(c.train.init_from, str), "train.init_from", c.train.init_from,
+           "a workdir path ('' : start from random init)")
 
 
 def _number(x):

@@ -12,6 +12,7 @@ import optax
 
 from vjepa_jax import trees
 
+SCHEDULES = ("warmup_cosine", "linear_decay")
 _KEYS = ("epochs", "ipe", "ipe_scale", "warmup", "start_lr", "lr", "final_lr", "weight_decay",
          "final_weight_decay", "clip_grad", "ema", "betas", "eps")
 
@@ -78,6 +79,23 @@ def lr_wd_schedule(*, start_lr, lr, final_lr, weight_decay, final_weight_decay, 
     return at
 
 
+def linear_decay_schedule(*, lr, final_lr, total_steps):
+    """f(s) -> lr float32 falling linearly from lr (s = 0) toward final_lr at s = total_steps.
+
+    V-JEPA 2's cooldown (LinearDecaySchedule, VJEPA_SPEC §9.3): lr + (s / total_steps) *
+    (final_lr - lr), no warmup. With ipe_scale 1.25 a run ends at 80 % of the way; past
+    total_steps the value is held at final_lr.
+    """
+    ref_lr, final_lr = float(lr), float(final_lr)
+
+    def at(step):
+        progress = jnp.asarray(step).astype(jnp.int32).astype(jnp.float32) / float(total_steps)
+        value = ref_lr + jnp.minimum(progress, 1.0) * (final_lr - ref_lr)
+        return value.astype(jnp.float32)
+
+    return at
+
+
 def momentum_schedule(ema, ema_steps):
     """f(s) -> EMA momentum float32: linear from ema[0] to ema[1] over ema_steps updates.
 
@@ -97,16 +115,30 @@ def momentum_schedule(ema, ema_steps):
 
 
 def schedules(optim_cfg):
-    """Return f(s) -> {'lr', 'wd', 'momentum'} float32 of s's shape; s = 1-based update index."""
+    """Return f(s) -> {'lr', 'wd', 'momentum'} float32 of s's shape; s = 1-based update index.
+
+    optim.schedule picks the LR curve: 'warmup_cosine' (V-JEPA, I-JEPA; with final_lr = lr it is
+    V-JEPA 2's warmup-then-constant) or 'linear_decay' (V-JEPA 2's cooldown). The weight decay
+    always follows the half-cosine (constant when final_weight_decay = weight_decay).
+    """
     cfg, warmup_steps, t_max, ema_steps = _read(optim_cfg)
+    kind = optim_cfg.get("schedule", "warmup_cosine")
+    if kind not in SCHEDULES:
+        raise ValueError(f"optim.schedule={kind!r}: expected one of {SCHEDULES}")
+    if kind == "linear_decay" and warmup_steps:
+        raise ValueError(f"optim.warmup={cfg['warmup']}: optim.schedule='linear_decay' (a "
+                         "cooldown) has no warmup; set optim.warmup=0")
     lr_wd = lr_wd_schedule(start_lr=cfg["start_lr"], lr=cfg["lr"], final_lr=cfg["final_lr"],
                            weight_decay=cfg["weight_decay"],
                            final_weight_decay=cfg["final_weight_decay"],
                            warmup_steps=warmup_steps, total_steps=t_max)
+    decay = linear_decay_schedule(lr=cfg["lr"], final_lr=cfg["final_lr"], total_steps=t_max)
     momentum = momentum_schedule(cfg["ema"], ema_steps)
 
     def at(step):
         lr, wd = lr_wd(step)
+        if kind == "linear_decay":
+            lr = decay(step)
         return {"lr": lr, "wd": wd, "momentum": momentum(step)}
 
     return at

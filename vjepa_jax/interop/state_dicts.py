@@ -30,8 +30,9 @@ _IN_BLOCK = ["norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"]
 @dataclasses.dataclass(frozen=True)
 class ModuleNames:
     """Official parameter names of one module, in named_parameters() order:
-    `first` (own parameters before the table), the table, `heads`, blocks, `tails`."""
-    pos_key: str
+    `first` (own parameters before the table), the table, `heads`, blocks, `tails`.
+    pos_key None: the module has no frozen table (V-JEPA 2's RoPE)."""
+    pos_key: str | None
     blocks: str
     heads: tuple
     tails: tuple
@@ -61,9 +62,9 @@ def official_order(spec, names):
 def module_to_torch(params, spec, pos_table):
     """Flax params of one module -> OrderedDict {official name: float32 NumPy, torch layout}.
 
-    `pos_table` [N, width] is written as the frozen `spec.pos_key` [1, N, width].
+    `pos_table` [N, width] is written as the frozen `spec.pos_key` [1, N, width] (None: no table).
     """
-    out = {spec.pos_key: np.asarray(pos_table, np.float32)[None]}
+    out = {} if spec.pos_key is None else {spec.pos_key: np.asarray(pos_table, np.float32)[None]}
     for path, x in trees.flatten(params).items():
         x = np.asarray(jax.device_get(x), np.float32)
         # A writable C-ordered copy: torch.from_numpy shares memory and warns on read-only arrays.
@@ -80,10 +81,12 @@ def module_from_torch(state_dict, abstract, spec, pos_table, where):
     sd = strip_prefixes(state_dict)
     expected = {torch_name(path): (path, torch_shape(path, x.shape))
                 for path, x in trees.flatten(abstract).items()}
-    expected[spec.pos_key] = (None, (1,) + tuple(pos_table.shape))
+    if spec.pos_key is not None:
+        expected[spec.pos_key] = (None, (1,) + tuple(pos_table.shape))
     mismatch.check_shapes({k: tuple(v.shape) for k, v in sd.items()},
                           {k: expected[k][1] for k in official_order(spec, expected)}, where)
-    check_table(sd[spec.pos_key], pos_table, f"{where}: {spec.pos_key}")
+    if spec.pos_key is not None:
+        check_table(sd[spec.pos_key], pos_table, f"{where}: {spec.pos_key}")
     return trees.unflatten({path: from_torch_layout(path, to_numpy(sd[name]))
                             for name, (path, _) in expected.items() if path is not None})
 
@@ -103,6 +106,7 @@ def torch_order(params, specs, tables):
         spec = specs[module]
         shapes = {torch_name(p): torch_shape(p, x.shape)
                   for p, x in trees.flatten(params[module]).items()}
-        shapes[spec.pos_key] = (1,) + table.shape
+        if spec.pos_key is not None:
+            shapes[spec.pos_key] = (1,) + table.shape
         out[module] = [(n, shapes[n]) for n in official_order(spec, shapes)]
     return out

@@ -1,4 +1,8 @@
-"""Video ViT encoder (VJEPA_SPEC §1): tubelet conv, frozen 3-D sin-cos positions, pre-norm blocks."""
+"""Video ViT encoder (VJEPA_SPEC §1): tubelet conv, frozen 3-D sin-cos positions, pre-norm blocks.
+
+With `rope` set (V-JEPA 2, §9.2) there is no additive table: every block rotates its queries and
+keys by the tokens' (t, h, w) positions (models/rope.py).
+"""
 import dataclasses
 
 import flax.linen as nn
@@ -6,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vjepa_jax.models import pos_embed
+from vjepa_jax.models import pos_embed, rope as rope_lib
 from vjepa_jax.models.attention import resolve_backend
 from vjepa_jax.models.block import INIT, layer_norm, run_blocks
 
@@ -18,6 +22,7 @@ SIZES = {
     "large": (1024, 24, 16, 4096),
     "huge": (1280, 32, 16, 5120),
     "giant": (1408, 40, 16, 6144),
+    "giant_xformers": (1408, 40, 22, 6144),  # V-JEPA 2's ViT-g: 22 heads of 64 (§9.2)
 }
 
 
@@ -75,6 +80,8 @@ class VisionTransformer(nn.Module):
     attention: str = "xla"
     remat: str = "none"
     scan: bool = False  # one compiled block in a lax.scan (see block.run_blocks)
+    rope: str = "none"  # 'none' (sin-cos table) | 'tiled' | 'interleaved' (models/rope.py)
+    rescale_init: bool = False  # V-JEPA 2: proj/fc2 init divided by sqrt(2 * layer)
 
     @nn.compact
     def __call__(self, video, indices=None):
@@ -88,21 +95,28 @@ class VisionTransformer(nn.Module):
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
                         video.astype(self.dtype))
         b, *grid, d = x.shape
-        table = pos_embed.resize_table(pos_embed.sincos_3d(d, s.grid, self.uniform_power), s.grid, grid)
-        x = x.reshape(b, -1, d).astype(jnp.float32) + table
+        x = x.reshape(b, -1, d).astype(jnp.float32)
+        positions = None
+        if self.rope == "none":
+            x = x + pos_embed.resize_table(pos_embed.sincos_3d(d, s.grid, self.uniform_power),
+                                           s.grid, grid)
+        else:  # positions of the tokens actually present: the kept indices, or all of them
+            kept = jnp.arange(x.shape[1])[None] if indices is None else indices
+            positions = jnp.broadcast_to(rope_lib.token_positions(kept, grid), (b, kept.shape[1], 3))
         if indices is not None:  # positions are added before the gather, so kept tokens keep them
             x = jnp.take_along_axis(x, indices[..., None], axis=1)
         backend = resolve_backend(self.attention, self.dtype)
         x = run_blocks(self, x, "blocks", s.depth, s.num_heads, s.mlp_hidden, self.dtype, backend,
-                       self.remat, self.scan)
+                       self.remat, self.scan, self.rope, positions, self.rescale_init)
         return layer_norm("norm")(x)
 
 
 def encoder_from_config(model_cfg):
-    """VisionTransformer built from `config.model`."""
+    """VisionTransformer built from `config.model` (V-JEPA 1 models have no rope keys: 'none')."""
     return VisionTransformer(shape_from_config(model_cfg), model_cfg.uniform_power,
                              jnp.dtype(model_cfg.dtype), model_cfg.attention, model_cfg.remat,
-                             model_cfg.scan_blocks)
+                             model_cfg.scan_blocks, model_cfg.get("rope", "none"),
+                             model_cfg.get("rescale_init", False))
 
 
 def init_params(encoder, rng):

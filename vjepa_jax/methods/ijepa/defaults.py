@@ -37,6 +37,7 @@ def defaults(c):
     c.mask_truncation = "random"  # 'first': keep the lowest indices, as the reference
     c.mask_reference_batch = 128  # per-GPU batch whose batch-min context size the count follows
     c.optim = ml_collections.ConfigDict(dict(
+        schedule="warmup_cosine",  # optim.SCHEDULES: 'warmup_cosine' | 'linear_decay'
         epochs=300,
         ipe=625,  # a real epoch: 1,281,167 images // 2048
         ipe_scale=1.0,

@@ -50,6 +50,7 @@ def defaults(c):
     c.mask_count_multiple = 64  # round derived counts so attention lengths suit flash kernels
     c.mask_reference_batch = 24  # per-GPU batch whose batch-min statistics the counts follow
     c.optim = ml_collections.ConfigDict(dict(
+        schedule="warmup_cosine",  # optim.SCHEDULES: 'warmup_cosine' | 'linear_decay'
         epochs=300,
         ipe=300,  # iterations per (virtual) epoch
         ipe_scale=1.25,  # schedules are laid out over ipe_scale * epochs * ipe steps

@@ -11,8 +11,11 @@ def targets(encoder, target_params, video):
     return feature_layer_norm(raw), raw
 
 
-def loss_fn(params, target_params, encoder, predictor, video, masks):
+def loss_fn(params, target_params, encoder, predictor, video, masks, mask_tokens=None):
     """Mean over generators of the per-generator mean L1 error.
+
+    mask_tokens[i]: the predictor mask token generator i's queries start from (default i, as in
+    V-JEPA 1; V-JEPA 2 uses token 0 for every generator of a single frame-count group).
 
     Returns (loss, aux) with aux = {'losses': per-generator losses, 'target': raw target features,
     'context': context features of the first generator, 'baseline_loss' of the same targets}.
@@ -23,7 +26,8 @@ def loss_fn(params, target_params, encoder, predictor, video, masks):
     losses = []
     for i, (ctx, tgt) in enumerate(masks):
         z = encoder.apply({"params": params["encoder"]}, video, ctx)
-        pred = predictor.apply({"params": params["predictor"]}, z, ctx, tgt, i)
+        token = i if mask_tokens is None else mask_tokens[i]
+        pred = predictor.apply({"params": params["predictor"]}, z, ctx, tgt, token)
         losses.append(jnp.abs(pred - gather(h, tgt)).mean())
         if i == 0:
             first_context = z

@@ -27,10 +27,12 @@ def validate(config):
 
 @dataclasses.dataclass(frozen=True)
 class VJEPA:
-    """Modules and mask generators of one pretraining config."""
+    """Modules and mask generators of one pretraining config; mask_tokens[i] is the predictor
+    mask token of generator i (None: token i)."""
     encoder: vit.VisionTransformer
     predictor: predictor_lib.Predictor
     generators: tuple
+    mask_tokens: tuple = None
 
     def init(self, rng):
         """Boxed params {'encoder', 'predictor'} (logical axis names kept for sharding)."""
@@ -51,7 +53,8 @@ class VJEPA:
 
     def loss(self, params, target_params, video, masks):
         """(loss, aux) of loss.loss_fn: per-generator losses, features for the monitors."""
-        return loss_lib.loss_fn(params, target_params, self.encoder, self.predictor, video, masks)
+        return loss_lib.loss_fn(params, target_params, self.encoder, self.predictor, video, masks,
+                                self.mask_tokens)
 
     def describe(self):
         """One log line per mask generator."""
