@@ -64,10 +64,38 @@ def _gelu(x):
     return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
 
 
+def _softmax_attention(q, k, v, heads):
+    """Multi-head attention [B, Lq, D], [B, L, D] x2 -> [B, Lq, D], scale 1/sqrt(head_dim)."""
+    b, lq, d = q.shape
+    hd = d // heads
+    split = lambda t: t.reshape(b, t.shape[1], heads, hd).transpose(0, 2, 1, 3)
+    a = split(q) @ split(k).transpose(0, 1, 3, 2) / math.sqrt(hd)
+    a = np.exp(a - a.max(-1, keepdims=True))
+    a = a / a.sum(-1, keepdims=True)
+    return (a @ split(v)).transpose(0, 2, 1, 3).reshape(b, lq, d)
+
+
+def _self_attention_block(blk, x, heads):
+    """V-JEPA 2's probe block (VJEPA_SPEC §9.2): a pre-norm transformer block, LN eps 1e-5."""
+    d = x.shape[-1]
+    h = _ln(x, blk["norm1"]["scale"], blk["norm1"]["bias"], 1e-5)
+    qkv = h @ blk["qkv"]["kernel"] + blk["qkv"]["bias"]
+    y = _softmax_attention(qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:], heads)
+    x = x + y @ blk["proj"]["kernel"] + blk["proj"]["bias"]
+    h = _gelu(_ln(x, blk["norm2"]["scale"], blk["norm2"]["bias"], 1e-5) @ blk["fc1"]["kernel"]
+              + blk["fc1"]["bias"])
+    return x + h @ blk["fc2"]["kernel"] + blk["fc2"]["bias"]
+
+
 def reference_classifier(p, x, heads):
-    """The reference forward written from the spec in float64 numpy: x [B, L, D] -> logits."""
+    """The reference forward written from the spec in float64 numpy: x [B, L, D] -> logits.
+
+    Blocks `blocks_{i}` (the V-JEPA 2 form) act on the tokens before the cross-attention.
+    """
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
     x = np.asarray(x, np.float64)
+    for i in range(sum(k.startswith("blocks_") for k in p)):
+        x = _self_attention_block(p[f"blocks_{i}"], x, heads)
     b, l, d = x.shape
     hd = d // heads
     blk = p["cross_attention_block"]
@@ -240,3 +268,59 @@ def test_probe_pos_embed_adds_the_grid_table_per_segment():
                                    rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="whole segments"):
         apply(seeing, p, x[:, :6])
+
+
+# ----------------------------------------------------------------------------- V-JEPA 2 form
+def init_probe_v2(num_blocks=4):
+    probe = probe_lib.AttentiveClassifier(CLASSES, HEADS, dtype=jnp.float32, form="vjepa2",
+                                          num_blocks=num_blocks)
+    x = np.random.default_rng(1).normal(size=(3, 6, D)).astype(np.float32)
+    return probe, random_params(probe, x), x
+
+
+def test_vjepa2_probe_has_its_blocks_before_the_cross_attention():
+    probe, p, x = init_probe_v2()
+    shapes = jax.tree.map(lambda a: a.shape, p)
+    assert sorted(k for k in shapes if k.startswith("blocks_")) == ["blocks_0", "blocks_1",
+                                                                     "blocks_2"]
+    assert shapes["blocks_0"]["qkv"] == {"kernel": (D, 3 * D), "bias": (3 * D,)}
+    assert shapes["blocks_0"]["proj"] == {"kernel": (D, D), "bias": (D,)}
+    assert "proj" not in shapes["cross_attention_block"]["xattn"]
+    # Forward equals the float64 reference (blocks on the tokens, then the cross-attention).
+    np.testing.assert_allclose(np.asarray(apply(probe, p, x)), reference_classifier(p, x, HEADS),
+                               rtol=1e-4, atol=1e-5)
+    # Every block is on the path to the logits (a block that were skipped would change nothing).
+    p2 = jax.tree.map(np.copy, p)
+    p2["blocks_2"]["fc1"]["kernel"] = np.random.default_rng(9).normal(size=(D, 4 * D)).astype(
+        np.float32)
+    assert np.abs(np.asarray(apply(probe, p2, x) - apply(probe, p, x))).max() > 1e-3
+
+
+def test_vjepa2_probe_init_rescales_each_block():
+    probe = probe_lib.AttentiveClassifier(10, 4, form="vjepa2", num_blocks=4)
+    p = jax.jit(probe.init)(jax.random.key(0), jnp.zeros((1, 2, 256)))["params"]
+    # Block i (0-based): proj and fc2 divided by sqrt(2 (i + 1)); the cross-attention's fc2 by
+    # sqrt(2 * 3), the last block's id, as V-JEPA 2's _rescale_blocks leaves it.
+    for i in range(3):
+        for name in ("proj", "fc2"):
+            std = float(np.std(p[f"blocks_{i}"][name]["kernel"]))
+            assert abs(std - 0.02 / math.sqrt(2 * (i + 1))) < 0.0007, (i, name, std)
+        assert abs(float(np.std(p[f"blocks_{i}"]["qkv"]["kernel"])) - 0.02) < 0.0007
+    std = float(np.std(p["cross_attention_block"]["fc2"]["kernel"]))
+    assert abs(std - 0.02 / math.sqrt(6)) < 0.0007
+
+
+def test_probe_form_comes_from_the_config():
+    cfg = ml_collections.ConfigDict(dict(
+        probe=dict(kind="attentive", num_heads=0, mlp_ratio=4.0, dtype="float32", pos_embed=False,
+                   form="vjepa2", num_blocks=4),
+        model=dict(attention="xla", uniform_power=True)))
+    shape = tiny_encoder().shape
+    module = probe_lib.probe_from_config(cfg, shape, CLASSES)
+    assert (module.form, module.num_blocks, module.num_heads) == ("vjepa2", 4, HEADS)
+    cfg.probe.form = "vjepa"
+    with pytest.raises(ValueError, match="probe.num_blocks=4 with probe.form='vjepa'"):
+        probe_lib.probe_from_config(cfg, shape, CLASSES)
+    cfg.probe.form = "vjepa3"
+    with pytest.raises(ValueError, match="probe.form='vjepa3'"):
+        probe_lib.probe_from_config(cfg, shape, CLASSES)

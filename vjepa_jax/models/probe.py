@@ -1,14 +1,18 @@
 """Attentive probe on frozen encoder tokens (VJEPA_SPEC §7.1) and the multi-segment/view protocol.
 
 AttentiveClassifier = one learnable query token that cross-attends to the encoder tokens, an MLP
-on the query, and a linear head. The protocol functions turn a batch of clips
-uint8 [B, segments, views, T, S, S, 3] into frozen tokens [B, views, segments * N, D] (segments
-concatenated along the token axis, no extra position between them) and average the class
-probabilities over views (§7.3). Images arrive with T = 1 and are repeated to the encoder's
+on the query, and a linear head. Two forms (`probe.form`): 'vjepa' is V-JEPA 1's probe;
+'vjepa2' (VJEPA_SPEC §9.2) first runs `num_blocks - 1` ordinary self-attention blocks on the
+encoder tokens, then the same cross-attention block (V-JEPA 2's evals use num_blocks 4).
+
+The protocol functions turn a batch of clips uint8 [B, segments, views, T, S, S, 3] into frozen
+tokens [B, views, segments * N, D] (segments concatenated along the token axis, no extra
+position between them) and average the class probabilities over views (§7.3). Images arrive with T = 1 and are repeated to the encoder's
 clip length before encoding (§7.4).
 
 The V-JEPA 1 cross-attention owns a `proj` Linear that its forward never uses; it is left out
-here (a converter can write any value for it), so weight decay never touches a dead parameter.
+here, so weight decay never touches a dead parameter (interop/probe.py keeps an imported file's
+values aside and writes them back on export). V-JEPA 2's cross-attention has none.
 """
 import math
 
@@ -22,8 +26,12 @@ from vjepa_jax.models.attention import attention, resolve_backend
 
 PROBE_LN_EPS = 1e-5  # torch nn.LayerNorm default: the probe does not use the encoder's 1e-6
 INIT = nn.initializers.normal(stddev=0.02)  # trunc_normal(std=0.02) with absolute +-2 bounds
-# fc2 is divided by sqrt(2 * layer_id) with layer_id = 1, as the reference's _rescale_blocks does.
-FC2_INIT = nn.initializers.normal(stddev=0.02 / math.sqrt(2.0))
+FORMS = ("vjepa", "vjepa2")
+
+
+def rescaled_init(layer_id):
+    """N(0, 0.02 / sqrt(2 * layer_id)): the reference's _rescale_blocks on output projections."""
+    return nn.initializers.normal(stddev=0.02 / math.sqrt(2.0 * layer_id))
 
 
 def torch_linear_init(fan_in):
@@ -63,11 +71,16 @@ class CrossAttention(nn.Module):
 
 
 class CrossAttentionBlock(nn.Module):
-    """q + xattn(q, LN(x)), then q + MLP(LN(q)): q [B, Q, D], x [B, L, D] -> [B, Q, D] float32."""
+    """q + xattn(q, LN(x)), then q + MLP(LN(q)): q [B, Q, D], x [B, L, D] -> [B, Q, D] float32.
+
+    fc2_layer_id: fc2 starts at std 0.02 / sqrt(2 * fc2_layer_id) (1 in V-JEPA 1; in V-JEPA 2 the
+    number of self-attention blocks before it, or 1 without any).
+    """
     num_heads: int
     mlp_ratio: float = 4.0
     dtype: jnp.dtype = jnp.bfloat16
     attention: str = "xla"
+    fc2_layer_id: int = 1
 
     @nn.compact
     def __call__(self, q, x):
@@ -79,11 +92,45 @@ class CrossAttentionBlock(nn.Module):
         y = _layer_norm("norm2")(q).astype(self.dtype)
         y = _dense(int(d * self.mlp_ratio), self.dtype, "fc1")(y)
         y = jax.nn.gelu(y, approximate=False)  # exact erf GELU, as torch nn.GELU()
-        return q + _dense(d, self.dtype, "fc2", FC2_INIT)(y).astype(jnp.float32)
+        fc2 = _dense(d, self.dtype, "fc2", rescaled_init(self.fc2_layer_id))
+        return q + fc2(y).astype(jnp.float32)
+
+
+class SelfAttentionBlock(nn.Module):
+    """V-JEPA 2's probe block on the encoder tokens: x + Attn(LN(x)), then x + MLP(LN(x)).
+
+    x [B, L, D] -> [B, L, D] float32. An ordinary pre-norm transformer block (fused qkv, output
+    projection `proj`, exact GELU), but with the probe's LayerNorm eps 1e-5; `proj` and `fc2`
+    start at std 0.02 / sqrt(2 * layer_id) (layer_id 1-based), as the reference rescales them.
+    """
+    num_heads: int
+    mlp_ratio: float = 4.0
+    dtype: jnp.dtype = jnp.bfloat16
+    attention: str = "xla"
+    layer_id: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        b, length, d = x.shape
+        heads = self.num_heads
+        x = x.astype(jnp.float32)
+        y = _layer_norm("norm1")(x).astype(self.dtype)
+        # qkv output columns are (q|k|v) x head x head_dim, the reference's row order.
+        qkv = _dense(3 * d, self.dtype, "qkv")(y)
+        q, k, v = jnp.moveaxis(qkv.reshape(b, length, 3, heads, d // heads), 2, 0)
+        y = attention(q, k, v, resolve_backend(self.attention, self.dtype)).reshape(b, length, d)
+        x = x + _dense(d, self.dtype, "proj", rescaled_init(self.layer_id))(y).astype(jnp.float32)
+        y = _layer_norm("norm2")(x).astype(self.dtype)
+        y = jax.nn.gelu(_dense(int(d * self.mlp_ratio), self.dtype, "fc1")(y), approximate=False)
+        return x + _dense(d, self.dtype, "fc2", rescaled_init(self.layer_id))(y).astype(jnp.float32)
 
 
 class AttentiveClassifier(nn.Module):
-    """Tokens [B, L, D] -> logits [B, num_classes] float32 (query token, cross-attention, linear)."""
+    """Tokens [B, L, D] -> logits [B, num_classes] float32 (query token, cross-attention, linear).
+
+    form 'vjepa' (V-JEPA 1, num_blocks 1) or 'vjepa2': num_blocks - 1 self-attention blocks
+    `blocks_{i}` on the tokens before the cross-attention (VJEPA_SPEC §9.2).
+    """
     num_classes: int
     num_heads: int
     mlp_ratio: float = 4.0
@@ -94,9 +141,12 @@ class AttentiveClassifier(nn.Module):
     # segment's tokens before the cross-attention.
     pos_grid: tuple = ()
     uniform_power: bool = True
+    form: str = "vjepa"
+    num_blocks: int = 1
 
     @nn.compact
     def __call__(self, x):
+        check_form(self.form, self.num_blocks)
         b, length, d = x.shape
         if self.pos_grid:
             table = pos_embed.sincos_3d(d, self.pos_grid, self.uniform_power)
@@ -105,8 +155,12 @@ class AttentiveClassifier(nn.Module):
                                  f"grid ({len(table)} tokens)")
             x = x.astype(jnp.float32) + jnp.tile(table, (length // len(table), 1))
         query = self.param("query_tokens", INIT, (1, 1, d), jnp.float32)
+        for i in range(self.num_blocks - 1):  # V-JEPA 2: self-attention on the tokens first
+            x = SelfAttentionBlock(self.num_heads, self.mlp_ratio, self.dtype, self.attention,
+                                   layer_id=i + 1, name=f"blocks_{i}")(x)
         q = jnp.broadcast_to(query, (b, 1, d))
         pooled = CrossAttentionBlock(self.num_heads, self.mlp_ratio, self.dtype, self.attention,
+                                     fc2_layer_id=max(self.num_blocks - 1, 1),
                                      name="cross_attention_block")(q, x)[:, 0]
         # The head lives outside the pooler and keeps PyTorch's default Linear init.
         head = nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=jnp.float32, name="linear",
@@ -129,9 +183,22 @@ class LinearClassifier(nn.Module):
         return head(x.astype(jnp.float32).mean(axis=1))
 
 
+def check_form(form, num_blocks):
+    """Raise ValueError unless (probe.form, probe.num_blocks) is a probe this module builds."""
+    if form not in FORMS:
+        raise ValueError(f"probe.form={form!r}: expected one of {FORMS}")
+    if not isinstance(num_blocks, int) or num_blocks < 1:
+        raise ValueError(f"probe.num_blocks={num_blocks!r}: expected an integer >= 1")
+    if form == "vjepa" and num_blocks != 1:
+        raise ValueError(f"probe.num_blocks={num_blocks} with probe.form='vjepa': V-JEPA 1's extra "
+                         "blocks (after the cross-attention, unused by its evals) are not built "
+                         "here; probe.form='vjepa2' puts them before it, as V-JEPA 2 does")
+
+
 def probe_from_config(config, encoder_shape, num_classes):
     """The probe of an eval config: probe.kind 'attentive' (AttentiveClassifier, heads 0 = the
-    encoder's, dtype = probe.dtype) or 'linear' (LinearClassifier on the mean token)."""
+    encoder's, dtype = probe.dtype, probe.form / probe.num_blocks) or 'linear' (LinearClassifier
+    on the mean token)."""
     p = config.probe
     if num_classes < 1:
         raise ValueError(f"data.num_classes={num_classes} must be >= 1")
@@ -146,10 +213,13 @@ def probe_from_config(config, encoder_shape, num_classes):
     if encoder_shape.width % heads:
         raise ValueError(f"probe.num_heads={heads} does not divide the encoder width "
                          f"{encoder_shape.width}")
+    form, num_blocks = p.get("form", "vjepa"), p.get("num_blocks", 1)  # older metas lack them
+    check_form(form, num_blocks)
     return AttentiveClassifier(num_classes, heads, p.mlp_ratio, jnp.dtype(p.dtype),
                                config.model.attention,
                                tuple(encoder_shape.grid) if p.pos_embed else (),
-                               config.model.uniform_power if p.pos_embed else True)
+                               config.model.uniform_power if p.pos_embed else True,
+                               form=form, num_blocks=num_blocks)
 
 
 # ----------------------------------------------------------------------------- protocol
