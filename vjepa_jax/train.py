@@ -87,6 +87,12 @@ def run(config, workdir):
     state = workdir_lib.resume(mngr, abstract_state, state_shardings, data_iter, meta, workdir)
     if state is not None:
         log.info("resumed from %s/checkpoints/%d", workdir, int(jax.device_get(state.step)))
+    elif config.train.init_from:  # e.g. V-JEPA 2's cooldown at a larger clip
+        state, from_step = workdir_lib.init_from(config.train.init_from,
+                                                 config.train.init_from_step or None,
+                                                 abstract_state, state_shardings, config)
+        log.info("initialised from %s step %d (weights, target, AdamW moments); the step "
+                 "count starts at 0", config.train.init_from, from_step)
     else:
         state = init(init_rng)
     start = int(jax.device_get(state.step))
@@ -97,7 +103,7 @@ def run(config, workdir):
     signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
     last_step = total_steps if not config.train.stop_after else min(
         total_steps, start + config.train.stop_after)
-    bad_videos = seen_videos = 0
+    skips = pipeline.SkipCounts(pipeline.source_labels(config))  # unusable videos per index file
     first_rank, rank_warned = {}, set()  # per monitor: first logged value, warned already
     compiled = None
     if start >= total_steps:
@@ -110,9 +116,8 @@ def run(config, workdir):
     while step < last_step and stop["signal"] is None:
         checkpoint.check_saves(mngr)  # a failed async save (disk full) stops the run here
         local = next(data_iter)
-        bad_videos += int(np.sum(local["skipped"]))
-        seen_videos += len(local["skipped"])
-        pipeline.check_skip_fraction(bad_videos, seen_videos, config.data.max_skip_fraction)
+        skips.add(local)
+        skips.check(config.data.max_skip_fraction)
         batch = {"video": jax.make_array_from_process_local_data(batch_sharding, local["video"])}
         if compiled is None:
             compiled = compile_step(step_fn, state, batch, step_rng)
@@ -124,7 +129,7 @@ def run(config, workdir):
             metrics = jax.device_get(metrics)
             now = time.perf_counter()
             metrics["clips_per_s"] = (step - tick_step) * b / (now - tick)
-            metrics["bad_videos"] = bad_videos
+            metrics.update(skips.metrics())  # bad_videos (+ bad_videos/<file>, seen_videos/<file>)
             tick, tick_step = now, step
             writer.write(step, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
@@ -155,6 +160,8 @@ def run(config, workdir):
         if step % config.train.checkpoint_every == 0:
             checkpoint.save(mngr, state, data_iter, meta)
     bar.close()
+    if skips.bad.sum():
+        log.info("%s", skips.summary())
 
     # ---------------------------------------------------------------- final save and plot
     if mngr.latest_step() != step:

@@ -81,6 +81,37 @@ def resume(mngr, state, shardings, data_iter, meta, workdir):
     return None
 
 
+def init_from(path, step, state, shardings, config):
+    """The TrainState `state` filled from another workdir's checkpoint, its step set back to 0.
+
+    V-JEPA 2's cooldown ("progressive resolution"): a fresh run at a new clip shape starts from
+    the main phase's weights, EMA target and AdamW moments; its schedules start over. The clip
+    shape, masks and recipe may differ; the method and every parameter shape must not (RoPE and
+    the computed sin-cos tables carry no clip-shaped parameter). step None: the latest.
+    """
+    where = f"train.init_from={path}"
+    if not os.path.isdir(os.path.join(path, "checkpoints")):
+        raise FileNotFoundError(f"{where}: no checkpoints directory in it")
+    mngr = checkpoint.manager(path, 1, read_only=True)
+    try:
+        steps = sorted(mngr.all_steps())
+        if step is None and steps:
+            step = steps[-1]
+        if step not in steps:
+            raise ValueError(f"{where}: no checkpoint at step {step} (it has {steps})")
+        source = config_from_meta(read_meta(mngr, step))
+        if source.method != config.method:
+            raise ValueError(f"{where} step {step} is a {source.method!r} run; this config is "
+                             f"config.method={config.method!r}")
+        mismatch.check_tree_shapes(abstract_params(methods.get(source.method).build(source)),
+                                   state.params, f"{where} step {step} vs this config.model")
+        restored = checkpoint.restore(mngr, step, state, shardings)
+    finally:
+        mngr.close()
+    zero = lambda x: jax.device_put(jnp.zeros_like(x), x.sharding)
+    return restored.replace(step=zero(restored.step), skipped=zero(restored.skipped)), step
+
+
 def config_from_meta(meta):
     """The full config stored with a checkpoint, keys added since it was saved at their defaults
     (checkpoints older than the stored config: the base config with the stored model)."""

@@ -42,3 +42,26 @@ def defaults(c):
         betas=(0.9, 0.999),
         eps=1e-8,
     ))
+
+
+DATA_WEIGHTS = (0.335, 0.100, 0.565)  # K710, SSv2, HowTo100M (the order of data.index)
+GLOBAL_BATCH = 3072
+COOLDOWN_EPOCHS = 40  # assumed: 40 x 300 = 12K steps (the spec does not record the count)
+
+
+def pretrain(c, variant):
+    """The pretrain phase (pretrain-256px-16f): 16 x 256 clips, 24 per GPU x 128 = 3072."""
+    c.model.variant = variant
+    c.data.update(batch_size=GLOBAL_BATCH, weights=DATA_WEIGHTS)
+
+
+def cooldown(c, variant, num_frames, crop_size, per_device_batch):
+    """The cooldown ("progressive resolution", §9.3): longer / larger clips, the LR falling
+    linearly from 5.25e-4 toward 1e-6 over ipe_scale x epochs x ipe steps, started from the
+    pretrain phase's checkpoint (train.init_from). per_device_batch: the reference's per-GPU
+    batch, which the mask counts follow (mask_reference_batch)."""
+    pretrain(c, variant)
+    c.model.update(num_frames=num_frames, crop_size=crop_size)
+    c.mask_reference_batch = per_device_batch
+    c.optim.update(schedule="linear_decay", epochs=COOLDOWN_EPOCHS, warmup=0, start_lr=5.25e-4,
+                   final_lr=1e-6)

@@ -1,0 +1,23 @@
+"""V-JEPA 2 ViT-L/16 cooldown at 64x256x256 (VJEPA_SPEC §9.3, cooldown-256px-64f).
+
+    python -m vjepa_jax.train --config configs/pretrain/vjepa2_vitl_cooldown_256px_64f.py --workdir DIR \
+        --config.train.init_from=PRETRAIN_WORKDIR \
+        --config.data.index=/data/k710.csv,/data/ssv2.csv,/data/howto100m.csv
+
+Starts from the latest checkpoint of the pretrain run (vjepa2_vitl_256px_16f.py): weights,
+EMA target and AdamW moments; the step count and schedules start over. Global batch 3072
+(12 per GPU x 256 GPUs); the LR falls linearly from 5.25e-4 toward 1e-6 over 1.25 x the run, so it
+ends at 80 % of the way. The run length is assumed (40 x 300 = 12,000 steps: the spec does not
+record it; set optim.epochs). docs/VJEPA2.md, "Progressive resolution".
+
+Published (ViT-L/16): SSv2 73.7 %, Diving48 89.0 %, EK100 32.7 R@5 (§9.5).
+"""
+from vjepa_jax.config import base_config
+from vjepa_jax.methods.vjepa2 import defaults
+
+
+def get_config(arg=None):
+    del arg
+    c = base_config("vjepa2")
+    defaults.cooldown(c, "large", num_frames=64, crop_size=256, per_device_batch=12)
+    return c
