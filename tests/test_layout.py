@@ -8,7 +8,7 @@ from common import ROOT
 PACKAGE = os.path.join(ROOT, "vjepa_jax")
 # The programs: `python -m vjepa_jax.NAME`. Everything else is library.
 PROGRAMS = {"vjepa_jax.train", "vjepa_jax.eval", "vjepa_jax.convert", "vjepa_jax.bench",
-            "vjepa_jax.online_eval", "vjepa_jax.masks"}
+            "vjepa_jax.online_eval", "vjepa_jax.masks", "vjepa_jax.classify"}
 
 
 def modules():

@@ -56,8 +56,9 @@ class Probe:
         return self.module.form if isinstance(self.module, probe_lib.AttentiveClassifier) else None
 
 
-def _abstract_params(module, width):
-    tokens = jax.ShapeDtypeStruct((1, 1, width), jnp.float32)
+def _abstract_params(module, width, length=1):
+    """Param shapes of a probe on `length` tokens (a probe with positions needs whole segments)."""
+    tokens = jax.ShapeDtypeStruct((1, length, width), jnp.float32)
     return jax.eval_shape(module.init, jax.random.key(0), tokens)["params"]
 
 
@@ -79,15 +80,17 @@ def _probe_from_workdir(path, dtype, step=None):
         mngr.close()
     config = eval_configs.base_eval_config()
     config.update(json.loads(meta["config"]))
-    config.probe.dtype = str(jnp.dtype(dtype))
+    if dtype is not None:
+        config.probe.dtype = str(jnp.dtype(dtype))
     shape = methods.get(config.method).encoder_from_config(config.model).shape
     module = probe_lib.probe_from_config(config, shape, config.data.num_classes)
     cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
     item = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu),
-                                   _abstract_params(module, shape.width))}
+                                   _abstract_params(module, shape.width, shape.num_tokens))}
     try:
         params = ocp.PyTreeCheckpointer().restore(item_dir, args=ocp.args.PyTreeRestore(
-            item=item, restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=cpu), item),
+            item=item,
+            restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=cpu), item),
             partial_restore=True))["params"]
     except Exception as e:  # corrupt or foreign data: name the directory, not an Orbax internal
         raise ValueError(f"{item_dir}: cannot restore the probe params: {type(e).__name__}: {e}"
@@ -118,7 +121,8 @@ def load_probe(path, num_heads, *, head=0, dtype="float32", attention="xla", ste
 
     num_heads: the probe's head count, which an official file does not record (the official
     evals use the encoder's); a workdir's own setting wins. head: which probe of a V-JEPA 2 file's
-    `classifiers` list.
+    `classifiers` list. dtype: compute dtype of the probe; None: a workdir's own (probe.dtype of
+    its run), float32 for a file.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -130,7 +134,8 @@ def load_probe(path, num_heads, *, head=0, dtype="float32", attention="xla", ste
         raise ValueError(f"{path}: probe width {info['width']} is not divisible by "
                          f"num_heads={num_heads}")
     module = probe_lib.AttentiveClassifier(info["num_classes"], num_heads, info["mlp_ratio"],
-                                           jnp.dtype(dtype), attention, form=info["form"],
+                                           jnp.dtype(dtype or "float32"), attention,
+                                           form=info["form"],
                                            num_blocks=info["num_blocks"])
     params, unused = probe_interop.from_torch(sd, _abstract_params(module, info["width"]),
                                               info["form"], path)
@@ -235,6 +240,8 @@ def load_classifier(encoder, probe, *, which="target", segments=None, views=None
     (K400 uses 8 x 3, SSv2 2 x 3, images 1 x 1). num_heads: the probe's heads (0: the encoder's).
     """
     probe_path = os.fspath(probe)
+    if not os.path.exists(probe_path):
+        raise FileNotFoundError(f"{probe_path}: no such probe file or eval workdir")
     saved = None
     if os.path.isdir(probe_path):
         saved = _probe_from_workdir(probe_path, "float32")

@@ -13,6 +13,15 @@ the probe trains on the stored tokens (small datasets: vjepa_jax/evaluation/feat
 Validation runs after every epoch; the probe is saved with Orbax at
 DIR/probe_checkpoints/<step>/ every epoch and a rerun with the same --workdir resumes.
 Writes DIR/eval_metrics.jsonl (one row per epoch) and DIR/eval_summary.json.
+
+    python -m vjepa_jax.eval --config configs/evals/probe.py:vitl16,k400 \
+        --config.pretrained=/ckpt/vitl16.pth.tar --config.data.val_index=VAL.csv \
+        --config.eval.val_only=True --config.probe.checkpoint=/ckpt/k400-probe.pth.tar
+
+evaluates a given probe (an eval workdir or an official probe file) on the validation split
+with the reference protocol, no training, and prints top-1 / top-5 beside the published top-1
+of the config (`eval.published_top1`) and what the probe's own run reported; --workdir is
+optional then (DIR/val_only.json).
 """
 import functools
 import json
@@ -28,7 +37,8 @@ import tqdm
 from absl import flags
 from ml_collections import config_flags
 
-from vjepa_jax import checkpoint, cli, distributed, logger, methods, mismatch, optim, sharding
+from vjepa_jax import (checkpoint, classifier, cli, distributed, logger, methods, mismatch, optim,
+                       sharding)
 from vjepa_jax.evaluation import configs as eval_configs, data as eval_data, feature_cache
 from vjepa_jax.evaluation import probe_steps
 from vjepa_jax.loader import load_encoder
@@ -37,10 +47,40 @@ from vjepa_jax.models import probe as probe_lib, vit
 log = logging.getLogger("vjepa_jax.eval")
 
 
+def frozen_encoder(config, mesh):
+    """(encoder module, params on the mesh, their shardings, description) of config.pretrained,
+    or a random-init encoder when it is ''."""
+    encoder = methods.get(config.method).encoder_from_config(config.model)
+    boxed = jax.eval_shape(lambda k: vit.init_params(encoder, k), jax.random.key(0))
+    enc_shardings = sharding.param_shardings(boxed, mesh)
+    if config.pretrained:
+        pretrained = load_encoder(config.pretrained, which=config.which)
+        host_params, source = jax.device_get(pretrained.params), pretrained.source
+        probe_steps.check_architecture(dict(pretrained.model_config), config.model,
+                                       config.pretrained)
+        mismatch.check_tree_shapes(host_params, nn.unbox(boxed),
+                                   f"{config.pretrained}: encoder parameters vs config.model")
+        encoder_params = jax.device_put(host_params, enc_shardings)
+    else:
+        source = f"random-init encoder (seed {config.seed}): a baseline, not a pretrained model"
+        log.warning("config.pretrained is empty: evaluating a RANDOM-INIT encoder")
+        encoder_params = vit.random_init_params(encoder, config.seed, enc_shardings)
+    log.info("encoder: %s", source)
+    return encoder, encoder_params, enc_shardings, source
+
+
 def run(config, workdir):
-    """Train and validate the probe; returns the list of per-epoch metric rows."""
+    """Train and validate the probe; returns the list of per-epoch metric rows.
+
+    With eval.val_only: evaluate probe.checkpoint instead (`validate_only`), workdir optional.
+    """
     # ---------------------------------------------------------------- setup
     eval_configs.validate(config)
+    if config.eval.val_only:
+        return validate_only(config, workdir)
+    if not workdir:
+        raise ValueError("--workdir is required to train a probe (it is optional only with "
+                         "--config.eval.val_only=True)")
     os.makedirs(workdir, exist_ok=True)
     main_process = jax.process_index() == 0
     pi, pc = jax.process_index(), jax.process_count()
@@ -64,23 +104,8 @@ def run(config, workdir):
              config.data.num_classes)
 
     # ---------------------------------------------------------------- frozen encoder
-    encoder = methods.get(config.method).encoder_from_config(config.model)
+    encoder, encoder_params, enc_shardings, source = frozen_encoder(config, mesh)
     shape = encoder.shape
-    boxed = jax.eval_shape(lambda k: vit.init_params(encoder, k), jax.random.key(0))
-    enc_shardings = sharding.param_shardings(boxed, mesh)
-    if config.pretrained:
-        pretrained = load_encoder(config.pretrained, which=config.which)
-        host_params, source = jax.device_get(pretrained.params), pretrained.source
-        probe_steps.check_architecture(dict(pretrained.model_config), config.model,
-                                       config.pretrained)
-        mismatch.check_tree_shapes(host_params, nn.unbox(boxed),
-                                   f"{config.pretrained}: encoder parameters vs config.model")
-        encoder_params = jax.device_put(host_params, enc_shardings)
-    else:
-        source = f"random-init encoder (seed {config.seed}): a baseline, not a pretrained model"
-        log.warning("config.pretrained is empty: evaluating a RANDOM-INIT encoder")
-        encoder_params = vit.random_init_params(encoder, config.seed, enc_shardings)
-    log.info("encoder: %s", source)
 
     # ---------------------------------------------------------------- train batches
     # Streamed through the Grain pipeline (augmented, encoded every step), or with
@@ -218,14 +243,105 @@ def run(config, workdir):
     return rows
 
 
+def validate_only(config, workdir=None):
+    """Top-1 / top-5 of probe.checkpoint on the validation split, beside the published value.
+
+    The protocol is the eval's (data.num_segments x data.num_views, mean of the per-view softmax);
+    with probe.cache_features the split is encoded once first, as a training run validates.
+    Returns the report dict (also DIR/val_only.json when workdir is given).
+    """
+    pi, pc = jax.process_index(), jax.process_count()
+    mesh = sharding.make_mesh(config.mesh)
+    val_bs = config.data.val_batch_size or config.data.batch_size
+    sharding.check_divisible("data.val_batch_size", val_bs, mesh)
+    batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    to_global = functools.partial(probe_steps.to_global, batch_sharding=batch_sharding)
+    val_source = eval_data.make_source(config, train=False)
+    val_ds = eval_data.make_val_dataset(config, val_source, process_index=pi, process_count=pc)
+    encoder, encoder_params, enc_shardings, source = frozen_encoder(config, mesh)
+
+    # ---------------------------------------------------------------- the given probe
+    path = config.probe.checkpoint
+    # An official file records no head count (its evals use the encoder's); a workdir its own.
+    probe = classifier.load_probe(path, config.probe.num_heads or encoder.shape.num_heads,
+                                  dtype=None if os.path.isdir(path) else config.probe.dtype,
+                                  attention=config.model.attention)
+    if probe.num_classes != config.data.num_classes:
+        raise ValueError(f"probe.checkpoint {path} has {probe.num_classes} classes, "
+                         f"data.num_classes={config.data.num_classes}")
+    width = int(probe.params["linear"]["kernel"].shape[0])
+    if width != encoder.shape.width:
+        raise ValueError(f"probe.checkpoint {path} has width {width}, the encoder "
+                         f"({source}) {encoder.shape.width}")
+    if probe.eval_config is not None and probe.eval_config.pretrained != config.pretrained:
+        log.warning("probe %s was trained on %r, config.pretrained is %r", path,
+                    probe.eval_config.pretrained, config.pretrained)
+    log.info("probe: %s (%s)", probe.source, probe.form or "linear")
+
+    # ---------------------------------------------------------------- validation
+    if config.probe.cache_features:
+        if pc > 1:
+            raise ValueError(f"probe.cache_features=True runs in one process, not {pc}")
+        encode_fn = jax.jit(lambda p, b: probe_steps.batch_tokens(encoder, p, b, config.probe),
+                            in_shardings=(enc_shardings, batch_sharding))
+        val_ds = feature_cache.ValBatches(feature_cache.encode_split(
+            encode_fn, encoder_params, val_ds, to_global, "validation split",
+            -(-len(val_source) // val_bs)), val_bs)
+    eval_fn = jax.jit(functools.partial(probe_steps.eval_step, encoder=encoder, probe=probe.module,
+                                        probe_cfg=config.probe,
+                                        factors=eval_data.label_factors(config)),
+                      in_shardings=(repl, enc_shardings, batch_sharding), out_shardings=repl)
+    params = jax.device_put(probe.params, repl)
+    val = probe_steps.validate_probe(eval_fn, params, encoder_params, val_ds, to_global)
+
+    # ---------------------------------------------------------------- report
+    d = config.data
+    report = {**val, "probe": probe.source, "encoder": source,
+              "protocol": f"{config.model.num_frames} frames x {d.num_segments} segments x "
+                          f"{d.num_views} views",
+              "published_top1": config.eval.published_top1 or None,
+              "reported": probe.reported}
+    lines = [f"{path} on {source}, {report['protocol']}: val top-1 {val['val_top1']:.2f} %, "
+             f"top-5 {val['val_top5']:.2f} % ({val['val_count']} examples)"]
+    if report["published_top1"]:
+        lines.append(f"  published top-1 {report['published_top1']:.1f} % (eval.published_top1): "
+                     f"difference {val['val_top1'] - report['published_top1']:+.2f}")
+    if probe.reported and "val_top1" in probe.reported:
+        r = probe.reported
+        lines.append(f"  the probe's training run reported top-1 {r['val_top1']:.2f} %, top-5 "
+                     f"{r.get('val_top5', float('nan')):.2f} % at epoch {r.get('epoch')}")
+    if jax.process_index() == 0:
+        print("\n".join(lines), flush=True)
+        if workdir:
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, "val_only.json"), "w") as f:
+                json.dump(report, f, indent=1)
+    return report
+
+
 def define_flags():
     """Program flags; defined only when run as a program, so train and eval import side by side."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/evals/probe.py:MODEL,DATASET or demo.py).",
                                     lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for probe checkpoints and metrics.")
+    flags.DEFINE_string("workdir", None, "Directory for probe checkpoints and metrics "
+                                         "(optional with --config.eval.val_only=True).")
     distributed.define_flags()
+
+
+def main(argv):
+    """`run(--config, --workdir)`; --workdir may be left out with eval.val_only."""
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    if config is None:
+        raise cli.UsageError("--config is required")
+    if workdir is None and not config.eval.val_only:
+        raise cli.UsageError("--workdir is required (optional only with "
+                             "--config.eval.val_only=True)")
+    distributed.initialize_from_flags()
+    run(config, workdir)
 
 
 if __name__ == "__main__":
     define_flags()
-    cli.run_workdir_program(run, "vjepa_jax.eval")
+    cli.run_program(main, "vjepa_jax.eval")

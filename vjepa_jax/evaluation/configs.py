@@ -5,7 +5,9 @@ configs/evals/<model>_<dataset>.py are thin files calling `eval_config`. Fields:
   which        'target' (EMA encoder, what the reference evaluates) or 'encoder' (online)
   model        the encoder, built at the eval resolution with the pretraining clip length
   data         labelled source, segments x views protocol, global batch, train augmentation
-  probe        attentive probe (heads 0 = the encoder's), compute dtype, feature dtype
+  probe        attentive probe (heads 0 = the encoder's, form vjepa | vjepa2, num_blocks), compute
+               dtype, feature dtype; `checkpoint` the probe that eval.val_only evaluates
+  eval         logging, checkpoints kept, val_only, the published top-1 of the pair
   optim        AdamW, cosine lr from lr to final_lr and wd to final_weight_decay, clip 1.0
 """
 import ml_collections
@@ -98,6 +100,12 @@ def base_eval_config():
         # Encode both splits once (validation transform, no augmentation) and train on the stored
         # tokens: small datasets only, one process (vjepa_jax/evaluation/feature_cache.py).
         cache_features=False,
+        # 'vjepa' (V-JEPA 1's probe) or 'vjepa2': num_blocks - 1 self-attention blocks on the
+        # tokens before the cross-attention (VJEPA_SPEC §9.2; its evals use num_blocks=4).
+        form="vjepa",
+        num_blocks=1,
+        # With eval.val_only: the probe to evaluate, an eval workdir or an official probe file.
+        checkpoint="",
     ))
 
     c.optim = ml_collections.ConfigDict(dict(
@@ -119,6 +127,9 @@ def base_eval_config():
         log_every=50,
         keep_checkpoints=2,
         stop_after_epochs=0,  # stop (with a checkpoint) after this many epochs in this run
+        # Evaluate probe.checkpoint on the validation split (reference protocol), no training.
+        val_only=False,
+        published_top1=0.0,  # the released probe's top-1 for this (model, dataset); 0: none
     ))
     return c
 
@@ -136,6 +147,7 @@ def eval_config(model, dataset):
         c.data.update(IMAGE_DEFAULTS)
     c.data.update(DATASETS[dataset])
     c.optim.weight_decay = WEIGHT_DECAY[dataset]
+    c.eval.published_top1 = PUBLISHED[model][dataset]
     return c
 
 
@@ -213,6 +225,17 @@ def validate(c):
     for key in ("cache_features", "pos_embed"):
         _check(isinstance(p[key], bool), f"probe.{key}", p[key], "True or False")
     _check(p.kind in ("attentive", "linear"), "probe.kind", p.kind, "'attentive' or 'linear'")
+    _check(p.form in ("vjepa", "vjepa2"), "probe.form", p.form, "'vjepa' or 'vjepa2'")
+    _check(isinstance(p.num_blocks, int) and p.num_blocks >= 1, "probe.num_blocks", p.num_blocks,
+           "an integer >= 1")
+    _check(p.form == "vjepa2" or p.num_blocks == 1, "probe.num_blocks", p.num_blocks,
+           "1 with probe.form='vjepa' (blocks before the cross-attention are probe.form='vjepa2')")
+    _check(isinstance(c.eval.val_only, bool), "eval.val_only", c.eval.val_only, "True or False")
+    _check(not c.eval.val_only or bool(p.checkpoint), "probe.checkpoint", p.checkpoint,
+           "the probe to evaluate (an eval workdir or an official probe file) with "
+           "eval.val_only=True")
+    _check(c.eval.val_only or not p.checkpoint, "probe.checkpoint", p.checkpoint,
+           "'' unless eval.val_only=True (a given probe is evaluated, never trained further)")
     _check(not d.train_subset or d.source == "imagefolder", "data.train_subset", d.train_subset,
            "'' unless data.source='imagefolder'")
     _check(c.eval.keep_checkpoints > 0, "eval.keep_checkpoints", c.eval.keep_checkpoints, "> 0")
