@@ -168,3 +168,33 @@ def test_val_only_config_keys_are_checked():
         eval_lib.run(c, None)
     assert load_config("configs/evals/probe.py", "vitl16,k400").eval.published_top1 == 80.8
     assert load_config("configs/evals/probe.py", "vith16_384,ssv2").eval.published_top1 == 72.2
+
+
+def test_val_only_on_an_official_probe_file(demo, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from vjepa_jax.evaluation import data as eval_data
+    from vjepa_jax.interop import probe as probe_interop
+
+    pretrain, probe_dir, _, _, _ = demo
+    # The demo probe written in the official layout (its positions option has no official form:
+    # the file's probe is the reference's position-blind one).
+    probe = load_classifier(pretrain, probe_dir).probe
+    path = tmp_path / "probe.pth.tar"
+    probe_interop.write_file(path, probe.params, "vjepa")
+    c = load_config("configs/evals/demo.py", "smoke")
+    c.pretrained = str(pretrain)
+    c.eval.update(val_only=True, published_top1=80.8)
+    c.probe.update(checkpoint=str(path), feature_dtype="float32", cache_features=False)
+    report = eval_lib.run(c, str(tmp_path / "report"))
+    assert report["reported"] is None and "published top-1 80.8 %" in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "report" / "val_only.json")
+    # The same number by hand: the classifier's mean-of-softmax over the validation clips.
+    clf = load_classifier(pretrain, path)
+    hits = count = 0
+    for batch in eval_data.make_val_dataset(c, eval_data.make_source(c, train=False)):
+        probs = clf.probabilities(batch["video"])
+        valid = batch["valid"].astype(bool)
+        hits += int(np.sum((probs.argmax(-1) == batch["label"])[valid]))
+        count += int(valid.sum())
+    assert report["val_count"] == count == 16
+    assert report["val_top1"] == pytest.approx(100.0 * hits / count)
