@@ -65,6 +65,12 @@ def test_unusable_files_raise_video_error(tmp_path):
 def test_frame_step_from_duration():
     assert video.frame_step_for(16, 4) == 4
     assert video.frame_step_for(16, 4, duration=2.0, fps=30.0) == 3  # int(2 * 30 / 16)
+    # V-JEPA 2 samples at 4 fps: step ceil(fps) // 4 (VJEPA_SPEC §9.3), whatever frame_step says.
+    assert video.frame_step_for(16, 4, fps=29.97, sample_fps=4) == 7
+    assert video.frame_step_for(16, 4, fps=25.0, sample_fps=4) == 6
+    assert video.frame_step_for(16, 4, fps=3.0, sample_fps=4) == 1
+    with pytest.raises(video.VideoError, match="data.fps=4"):
+        video.frame_step_for(16, 4, fps=0.0, sample_fps=4)
     with pytest.raises(video.VideoError, match="frame rate"):
         video.frame_step_for(16, 4, duration=2.0, fps=0.0)
 

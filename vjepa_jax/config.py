@@ -31,6 +31,7 @@ def base_config(method="vjepa"):
         prefetch=2,
         frame_step=4,
         duration=0.0,  # seconds; >0 overrides frame_step
+        fps=0,  # >0: frames at this rate, frame step ceil(video fps) // fps (V-JEPA 2: 4)
         num_clips=1,
         random_resize_scale=(0.3, 1.0),
         random_resize_aspect_ratio=(0.75, 1.35),
@@ -115,6 +116,8 @@ def validate(c):
     _check(isinstance(c.data.batch_size, int) and c.data.batch_size > 0, "data.batch_size",
            c.data.batch_size, "a positive integer (the global batch)")
     _check(c.data.num_workers >= 0, "data.num_workers", c.data.num_workers, ">= 0")
+    _check(isinstance(c.data.fps, int) and c.data.fps >= 0, "data.fps", c.data.fps,
+           "an integer >= 0 (0: use data.frame_step)")
     for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
         _check(c.train[key] > 0, f"train.{key}", c.train[key], "a positive integer")
     _check(c.train.eval_every >= 0, "train.eval_every", c.train.eval_every, ">= 0 (0: off)")

@@ -13,8 +13,8 @@ so this config uses the 240,000 instead (docs/VJEPA2.md). The cooldown is
 vjepa2_vitl_cooldown_256px_64f.py. Published (ViT-L/16, after the cooldown): SSv2 73.7 %,
 Diving48 89.0 %, EK100 anticipation 32.7 R@5 (§9.5).
 
-The reference samples frames at 4 fps (frame step ceil(fps) // 4 per video); this project's
-`data.frame_step` is a fixed step (4), as in V-JEPA 1 (docs/VJEPA2.md, "Differences").
+Frames are sampled at 4 fps as the reference does (data.fps=4: frame step ceil(video fps) // 4
+per video, instead of V-JEPA 1's fixed data.frame_step).
 """
 from vjepa_jax.config import base_config
 from vjepa_jax.methods.vjepa2 import defaults

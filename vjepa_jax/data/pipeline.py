@@ -116,14 +116,14 @@ class VideoFileClips:
     """Clips decoded from the video files of an index (CSV / npy)."""
 
     def __init__(self, video_index, *, frames_per_clip, frame_step, duration, num_clips,
-                 allow_overlap, threads=0, seek=True):
+                 allow_overlap, threads=0, seek=True, sample_fps=0):
         self.paths = video_index.paths
         self.labels = video_index.labels
         self.ranges = [video_index.file_range(d) for d in range(len(video_index.files))]
         self.weights = video_index.weights
         self.kwargs = dict(frames_per_clip=frames_per_clip, frame_step=frame_step,
                            duration=duration, num_clips=num_clips, allow_overlap=allow_overlap,
-                           threads=threads, seek=seek)
+                           threads=threads, seek=seek, sample_fps=sample_fps)
 
     def __len__(self):
         return len(self.paths)
@@ -233,7 +233,7 @@ def make_source(config, *, train=True):
         return VideoFileClips(index_lib.read_index(d.index, d.weights),
                               frames_per_clip=config.model.num_frames, frame_step=d.frame_step,
                               duration=d.duration, num_clips=num_clips, allow_overlap=not train,
-                              threads=threads, seek=bool(d.seek))
+                              threads=threads, seek=bool(d.seek), sample_fps=d.fps)
     if d.source == "synthetic":
         return SyntheticClips(d.synthetic_size, frames_per_clip=config.model.num_frames,
                               num_clips=num_clips, size=config.model.crop_size, seed=config.seed)

@@ -1,6 +1,7 @@
 """Video decoding with PyAV and the reference's clip frame-index sampling (VJEPA_SPEC §5.2)."""
 import contextlib
 import logging
+import math
 import os
 
 import numpy as np
@@ -15,8 +16,13 @@ class VideoError(Exception):
     """A video that cannot be used (missing, too small or large, undecodable, no frames)."""
 
 
-def frame_step_for(frames_per_clip, frame_step, duration=0.0, fps=0.0):
-    """Frame step: `frame_step`, or int(duration * fps / frames_per_clip) when duration > 0."""
+def frame_step_for(frames_per_clip, frame_step, duration=0.0, fps=0.0, sample_fps=0):
+    """Frame step: `frame_step`; int(duration * fps / frames_per_clip) when duration > 0; or
+    ceil(fps) // sample_fps (at least 1) when sample_fps > 0, V-JEPA 2's frames at a fixed rate."""
+    if sample_fps and sample_fps > 0:
+        if not fps or fps <= 0:
+            raise VideoError(f"data.fps={sample_fps} needs the video frame rate, got fps={fps}")
+        return max(1, math.ceil(fps) // int(sample_fps))
     if duration and duration > 0:
         if not fps or fps <= 0:
             raise VideoError(f"duration={duration} needs the video frame rate, got fps={fps}")
@@ -179,12 +185,12 @@ def _decode(path, wanted, threads, seek):
 
 
 def load_clips(path, rng, *, frames_per_clip, frame_step, duration=0.0, num_clips=1,
-               random_clip_sampling=True, allow_overlap=False, threads=0, seek=True):
+               random_clip_sampling=True, allow_overlap=False, threads=0, seek=True, sample_fps=0):
     """Decode `num_clips` clips of a video: uint8 [num_clips, T, H, W, 3]; raises VideoError."""
     n, fps = count_frames(path)
     if n < 1:
         raise VideoError("no frames")
-    step = frame_step_for(frames_per_clip, frame_step, duration, fps)
+    step = frame_step_for(frames_per_clip, frame_step, duration, fps, sample_fps)
     indices = clip_indices(n, frames_per_clip=frames_per_clip, frame_step=step,
                            num_clips=num_clips, rng=rng,
                            random_clip_sampling=random_clip_sampling, allow_overlap=allow_overlap)

@@ -23,9 +23,10 @@ def model_defaults():
 
 
 def defaults(c):
-    """Write V-JEPA 2's reference model, masks and optimizer settings into a base config."""
+    """Write V-JEPA 2's reference model, masks, optimizer and frame-rate settings into a base config."""
     vjepa_defaults.defaults(c)
     c.model = model_defaults()
+    c.data.fps = 4  # frames at 4 fps: frame step ceil(video fps) // 4 per video
     c.optim = ml_collections.ConfigDict(dict(
         schedule="warmup_cosine",  # with final_lr = lr: linear warmup, then constant
         epochs=800,  # the ViT-g config's 240K steps (see configs/pretrain/vjepa2_vitl_256px_16f.py)
