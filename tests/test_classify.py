@@ -167,6 +167,16 @@ def test_val_only_config_keys_are_checked():
     with pytest.raises(ValueError, match="--workdir is required"):
         eval_lib.run(c, None)
     assert load_config("configs/evals/probe.py", "vitl16,k400").eval.published_top1 == 80.8
+    # Checking a released probe needs the validation index only.
+    from vjepa_jax.evaluation import configs as eval_configs
+
+    k400 = load_config("configs/evals/probe.py", "vitl16,k400")
+    k400.data.val_index = ("val.csv",)
+    k400.eval.val_only, k400.probe.checkpoint = True, "probe.pth.tar"
+    eval_configs.validate(k400)
+    k400.eval.val_only, k400.probe.checkpoint = False, ""
+    with pytest.raises(ValueError, match="data.train_index/val_index"):
+        eval_configs.validate(k400)
     assert load_config("configs/evals/probe.py", "vith16_384,ssv2").eval.published_top1 == 72.2
 
 

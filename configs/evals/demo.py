@@ -8,6 +8,12 @@
 The first command pretrains the tiny encoder (configs/pretrain/demo.py), the second probes it, the
 third probes the same architecture with random weights: the baseline. Expected on a 2-core CPU:
 see docs/EVAL.md for the measured top-1 of both and the time (minutes each).
+Then the probe's final validation number again, and the classifier on a video of your own:
+
+    python -m vjepa_jax.eval --config configs/evals/demo.py --config.eval.val_only=True \
+        --config.probe.checkpoint=/tmp/vjepa_demo_eval
+    python -m vjepa_jax.classify --probe /tmp/vjepa_demo_eval VIDEO.mp4
+
 `:smoke` matches `configs/pretrain/demo.py:smoke` and runs in seconds (tests).
 """
 from vjepa_jax.evaluation.configs import base_eval_config

@@ -37,7 +37,13 @@ vjepa_jax/evaluation/configs.py: PUBLISHED):
     vith16_384,places205     62.8
     vith16_384,inat21        72.6
 
-Printed per epoch and written to DIR/eval_metrics.jsonl.
+Printed per epoch and written to DIR/eval_metrics.jsonl. `eval.published_top1` holds the value
+of the pair. To check a released probe against it (validation split only, nothing trained;
+docs/EVAL.md, "Released probes"):
+
+    python -m vjepa_jax.eval --config configs/evals/probe.py:vitl16,k400 \
+        --config.pretrained=/ckpt/vitl16.pth.tar --config.data.val_index=/data/k400_val.csv \
+        --config.eval.val_only=True --config.probe.checkpoint=/ckpt/k400_probe.pth.tar
 """
 from vjepa_jax.evaluation.configs import eval_config
 

@@ -199,9 +199,10 @@ def validate(c):
            "csv, synthetic, tfds or imagefolder")
     _check(isinstance(d.num_classes, int) and d.num_classes > 0, "data.num_classes",
            d.num_classes, "a positive integer")
-    _check(d.source != "csv" or (len(d.train_index) > 0 and len(d.val_index) > 0),
+    _check(d.source != "csv" or (len(d.val_index) > 0 and
+                                 (len(d.train_index) > 0 or c.eval.val_only)),
            "data.train_index/val_index", (d.train_index, d.val_index),
-           "index files for both splits when data.source='csv'")
+           "index files for both splits when data.source='csv' (eval.val_only: val_index only)")
     _check(d.source != "tfds" or bool(d.tfds_name), "data.tfds_name", d.tfds_name,
            "a TFDS dataset name when data.source='tfds'")
     _check(d.source != "imagefolder" or bool(d.root), "data.root", d.root,
