@@ -2,7 +2,8 @@
 
     python -m vjepa_jax.convert to-torch --workdir DIR [--step N] --out FILE.pth.tar
     python -m vjepa_jax.convert to-torch --workdir DIR --out FILE.safetensors --format safetensors
-    python -m vjepa_jax.convert from-torch --checkpoint FILE.pth.tar --workdir DIR [--config F[:ARG]]
+    python -m vjepa_jax.convert to-torch --workdir DIR --out HF_DIR --format hf      # V-JEPA 2
+    python -m vjepa_jax.convert from-torch --checkpoint FILE.pth.tar|HF_DIR --workdir DIR [--config F[:ARG]]
 
 `to-torch` writes the dict that the official `save_checkpoint` writes: `encoder`, `predictor`,
 `target_encoder` state dicts under `module.backbone.` names in PyTorch layouts (with the frozen
@@ -11,7 +12,10 @@ sin-cos tables), the AdamW state under `opt`, a fresh GradScaler state, `epoch` 
 and writes an Orbax checkpoint that `vjepa_jax.train` resumes from. Loading is strict: every
 missing, unexpected or wrongly shaped key is listed in one error. The names and geometry are the
 method's layout (vjepa_jax/methods/<method>/layout.py); the files and the AdamW mapping are in
-vjepa_jax/interop/.
+vjepa_jax/interop/. V-JEPA 2 files hold no position table, so the clip shape is not in them:
+from-torch takes --num_frames / --crop_size (default 16 x 256). `--format hf` writes a V-JEPA 2
+run as a Hugging Face `transformers` VJEPA2Model directory (interop/hf.py), which from-torch
+reads back (the encoder as both online and target, AdamW moments from zero).
 """
 import collections
 import json
@@ -26,7 +30,7 @@ from absl import flags
 from vjepa_jax import checkpoint, cli, config as config_lib, logger, methods, mismatch, optim
 from vjepa_jax import train_state
 from vjepa_jax import workdir as workdir_lib
-from vjepa_jax.interop import adamw, files, state_dicts
+from vjepa_jax.interop import adamw, files, hf, state_dicts
 
 log = logging.getLogger("vjepa_jax.convert")
 
@@ -41,10 +45,14 @@ def _last_loss(workdir, step):
 # The two directions
 
 
+FORMATS = ("torch", "safetensors", "hf")
+
+
 def to_torch(workdir, out, step=None, fmt="torch", which="target"):
-    """Write checkpoint `step` of a workdir as an official .pth.tar (or the encoder as safetensors)."""
-    if fmt not in ("torch", "safetensors"):
-        raise ValueError(f"--format {fmt!r}: use 'torch' or 'safetensors'")
+    """Write checkpoint `step` of a workdir as an official .pth.tar, the encoder as safetensors,
+    or (V-JEPA 2) encoder + predictor as a transformers VJEPA2Model directory `out`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if which not in ("target", "encoder"):
         raise ValueError(f"--which {which!r}: use 'target' or 'encoder'")
     if fmt == "torch":
@@ -57,14 +65,24 @@ def to_torch(workdir, out, step=None, fmt="torch", which="target"):
     specs = layout.SPECS
     target = state_dicts.module_to_torch(tree["target_params"], specs["encoder"], enc_table)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    meta = {"vjepa_jax.which": which, "vjepa_jax.step": step, "vjepa_jax.method": config.method,
+            "vjepa_jax.model": json.dumps(config.model.to_dict())}
+    weights = target if which == "target" else state_dicts.module_to_torch(
+        tree["params"]["encoder"], specs["encoder"], enc_table)
     if fmt == "safetensors":
-        weights = target if which == "target" else state_dicts.module_to_torch(
-            tree["params"]["encoder"], specs["encoder"], enc_table)
-        files.write_safetensors(out, weights, {
-            "format": "pt", "vjepa_jax.which": which, "vjepa_jax.step": step,
-            "vjepa_jax.method": config.method,
-            "vjepa_jax.model": json.dumps(config.model.to_dict())})
+        files.write_safetensors(out, weights, {"format": "pt", **meta})
         return out
+    if fmt == "hf":
+        if config.method != "vjepa2":
+            raise ValueError(f"--format hf: transformers' VJEPA2 layout is V-JEPA 2's; {workdir} "
+                             f"is a config.method={config.method!r} run")
+        hf_config = hf.config_json(config.model, model.encoder.shape, model.predictor)
+        predictor = state_dicts.module_to_torch(tree["params"]["predictor"], specs["predictor"],
+                                                pred_table)
+        return hf.write_model_dir(out, weights, predictor, hf_config, meta)
+    if config.model.get("rope", "none") == "interleaved":
+        log.warning("model.rope='interleaved' (V-JEPA 2.1) is not recorded in an official file: "
+                    "import %s with a config that sets it (the default is 'tiled')", out)
     with_prefix = lambda sd: collections.OrderedDict(
         (layout.PREFIX + k, torch.from_numpy(v)) for k, v in sd.items())
     ipe = int(config.optim.ipe)
@@ -97,10 +115,12 @@ def to_torch(workdir, out, step=None, fmt="torch", which="target"):
 
 def from_torch(path, workdir, config=None, num_frames=None, crop_size=None, step=None,
                fresh_optimizer=False, allow_pickle=False):
-    """Official .pth.tar -> Orbax checkpoint in `workdir` that `vjepa_jax.train` resumes; returns its step.
+    """Official .pth.tar (or a transformers VJEPA2 directory) -> Orbax checkpoint in `workdir`
+    that `vjepa_jax.train` resumes; returns its step.
 
     config: a ConfigDict (or 'file.py[:ARG]') the run will use; default base_config() with the
     inferred model. The step is `epoch * optim.ipe` of the file unless `step` is given.
+    num_frames / crop_size: the clip a V-JEPA 2 file was trained on (default 16 x 256).
     """
     explicit = config is not None
     if isinstance(config, str):
@@ -108,7 +128,13 @@ def from_torch(path, workdir, config=None, num_frames=None, crop_size=None, step
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
         raise ValueError(f"--workdir {workdir} already holds checkpoints; use a new directory")
-    ckpt = files.read_torch_file(path, allow_pickle)
+    hf_geometry = None
+    if hf.is_model_dir(path):  # a transformers directory: one encoder, no optimizer, no epoch
+        encoder_sd, predictor_sd, hf_config, _ = hf.read_model_dir(path)
+        ckpt = {"target_encoder": encoder_sd, **({"predictor": predictor_sd} if predictor_sd else {})}
+        hf_geometry = hf.geometry(hf_config, os.path.join(path, hf.CONFIG))
+    else:
+        ckpt = files.read_torch_file(path, allow_pickle)
     if "predictor" not in ckpt:
         raise ValueError(f"{path} has no 'predictor': a training checkpoint needs one "
                          "(for features only, use vjepa_jax.load_encoder)")
@@ -125,13 +151,21 @@ def from_torch(path, workdir, config=None, num_frames=None, crop_size=None, step
         num_frames = num_frames or config.model.num_frames
         crop_size = crop_size or config.model.crop_size
     if not explicit:
-        config = config_lib.base_config(methods.detect(online_sd))
+        config = config_lib.base_config("vjepa2" if hf_geometry else methods.detect(online_sd))
     layout = methods.get(config.method).layout
-    geometry = layout.infer_model(online_sd, ckpt["predictor"], num_frames, crop_size)
-    if explicit:
-        layout.model_config(geometry, config.model)  # only checks that the file fits the config
+    if hf_geometry is not None:
+        if config.method != "vjepa2":
+            raise ValueError(f"{path} is a transformers VJEPA2 directory; --config has "
+                             f"config.method={config.method!r}, not 'vjepa2'")
+        geometry = dict(hf_geometry, num_frames=num_frames or hf_geometry["num_frames"],
+                        crop_size=crop_size or hf_geometry["crop_size"])
+        model_cfg = hf.model_config(geometry, config.model if explicit else None, path)
     else:
-        config.model = layout.model_config(geometry)
+        geometry = layout.infer_model(online_sd, ckpt["predictor"], num_frames, crop_size)
+        # with an explicit config this only checks that the file fits it
+        model_cfg = layout.model_config(geometry, config.model if explicit else None)
+    if not explicit:
+        config.model = model_cfg
     layout.check_config(geometry, config)
 
     model = methods.get(config.method).build(config)
@@ -190,17 +224,22 @@ def define_flags():
                         "from-torch: new directory for the Orbax checkpoint.")
     flags.DEFINE_integer("step", None, "to-torch: checkpoint step (default: latest); "
                          "from-torch: step to store (default: epoch * ipe).")
-    flags.DEFINE_string("out", None, "to-torch: output file (.pth.tar or .safetensors).")
-    flags.DEFINE_enum("format", "torch", ["torch", "safetensors"],
+    flags.DEFINE_string("out", None, "to-torch: output file (.pth.tar or .safetensors) or, with "
+                        "--format hf, directory.")
+    flags.DEFINE_enum("format", "torch", list(FORMATS),
                       "to-torch: torch = full official checkpoint; safetensors = one encoder, no "
-                      "torch needed.")
+                      "torch needed; hf = V-JEPA 2 encoder + predictor as a transformers "
+                      "VJEPA2Model directory (model.safetensors + config.json).")
     flags.DEFINE_enum("which", "target", ["target", "encoder"],
-                      "to-torch: encoder written by --format safetensors (default: EMA target).")
-    flags.DEFINE_string("checkpoint", None, "from-torch: official pretraining .pth.tar.")
+                      "to-torch: encoder written by --format safetensors|hf (default: EMA target).")
+    flags.DEFINE_string("checkpoint", None, "from-torch: official pretraining .pth.tar, or a "
+                        "transformers VJEPA2 directory.")
     flags.DEFINE_string("config", None, "from-torch: config file[:ARG] the run will use "
                         "(default: base config + inferred model).")
-    flags.DEFINE_integer("num_frames", None, "from-torch: clip frames (default: from pos_embed).")
-    flags.DEFINE_integer("crop_size", None, "from-torch: crop size (default: from pos_embed).")
+    flags.DEFINE_integer("num_frames", None, "from-torch: clip frames (default: from pos_embed; "
+                         "V-JEPA 2 has none: 16, or config.json's).")
+    flags.DEFINE_integer("crop_size", None, "from-torch: crop size (default: from pos_embed; "
+                         "V-JEPA 2: 256, or config.json's).")
     flags.DEFINE_bool("fresh_optimizer", False, "from-torch: start AdamW moments from zero "
                       "instead of importing the file's `opt`.")
     flags.DEFINE_bool("allow_pickle", False, "from-torch: torch.load with weights_only=False "

@@ -4,8 +4,10 @@
     encoder = load_encoder("/path/to/workdir")          # or an official .pth.tar / .safetensors
     tokens = encoder(encoder.preprocess(frames_uint8))  # [B, T, H, W, 3] -> [B, N, D]
 
+The path may also be a transformers VJEPA2 directory (model.safetensors + config.json).
 Clips may differ from the training size (T a multiple of the tubelet, H and W of the patch):
-the sin-cos position table is resized like the reference's interpolate_pos_encoding.
+the sin-cos position table is resized like the reference's interpolate_pos_encoding; V-JEPA 2's
+RoPE takes the positions of whatever grid the clip gives.
 """
 import json
 import logging
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vjepa_jax import config as config_lib, methods, mismatch, preprocess, workdir
-from vjepa_jax.interop import files, state_dicts
+from vjepa_jax.interop import files, hf, state_dicts
 from vjepa_jax.models import vit
 
 _log = logging.getLogger(__name__)
@@ -84,12 +86,17 @@ def _from_workdir(path, which, step):
     return config.method, config.model.to_dict(), params, f"{path} step {step} ({which})"
 
 
-def _from_state_dict(sd, num_frames, crop_size, where, model_cfg, method):
+def _from_state_dict(sd, num_frames, crop_size, where, model_cfg, method, rope=None):
     """Geometry (unless stored) and strict params of an official-layout encoder state dict."""
     layout = methods.get(method).layout
     if model_cfg is None:
         geometry = layout.infer_model(sd, None, num_frames, crop_size)
         model_cfg = layout.model_config(geometry).to_dict()
+    if rope is not None:
+        if model_cfg.get("rope", "none") == "none":
+            raise ValueError(f"rope={rope!r}: {where} is a {method} encoder with a position "
+                             "table, not V-JEPA 2's RoPE")
+        model_cfg = dict(model_cfg, rope=rope)
     encoder, _ = _module(method, model_cfg, "float32", "xla")
     params = state_dicts.module_from_torch(sd, vit.abstract_params(encoder),
                                            layout.SPECS["encoder"], layout.tables(encoder)[0],
@@ -97,19 +104,43 @@ def _from_state_dict(sd, num_frames, crop_size, where, model_cfg, method):
     return model_cfg, params
 
 
+def _from_hf_dir(path, which, num_frames, crop_size, rope):
+    """(model config, params, source) of a transformers VJEPA2 directory (one encoder)."""
+    sd, _, hf_config, meta = hf.read_model_dir(path)
+    if which != meta.get("vjepa_jax.which", which):
+        _log.warning("%s holds the %s encoder (which=%r ignored)", path, meta["vjepa_jax.which"],
+                     which)
+    if "vjepa_jax.model" in meta:  # our own export: the exact config.model
+        model_cfg = json.loads(meta["vjepa_jax.model"])
+    else:
+        geometry = hf.geometry(hf_config, os.path.join(path, hf.CONFIG))
+        geometry.update(num_frames=num_frames or geometry["num_frames"],
+                        crop_size=crop_size or geometry["crop_size"])
+        model_cfg = hf.model_config(geometry).to_dict()
+    model_cfg, params = _from_state_dict(sd, None, None, os.path.join(path, hf.WEIGHTS), model_cfg,
+                                         "vjepa2", rope)
+    return model_cfg, params, path
+
+
 def load_encoder(path, which="target", *, step=None, num_frames=None, crop_size=None,
-                 dtype="float32", attention="auto", allow_pickle=False):
-    """Encoder from a workdir, an official .pth.tar or a .safetensors export.
+                 dtype="float32", attention="auto", allow_pickle=False, rope=None):
+    """Encoder from a workdir, an official .pth.tar, a .safetensors export or a transformers
+    VJEPA2 directory (model.safetensors + config.json).
 
     which: 'target' (EMA target encoder, the one the reference evaluates) or 'encoder' (online).
     step: workdir checkpoint (default latest). num_frames / crop_size: training clip size of a
-    .pth.tar when its position table is ambiguous (default: read from the table). dtype: compute
-    dtype ('float32' or 'bfloat16'); params stay float32.
+    .pth.tar when its position table is ambiguous (default: read from the table); a V-JEPA 2
+    file has no table (default 16 x 256). rope: 'tiled' (default) or 'interleaved' (V-JEPA 2.1)
+    for an official V-JEPA 2 file, which does not record it. dtype: compute dtype ('float32' or
+    'bfloat16'); params stay float32.
     """
     if which not in ("target", "encoder"):
         raise ValueError(f"which={which!r}: use 'target' (EMA target encoder) or 'encoder'")
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if hf.is_model_dir(path):
+        method = "vjepa2"
+        model_cfg, params, source = _from_hf_dir(path, which, num_frames, crop_size, rope)
+    elif os.path.isdir(path):
         method, model_cfg, params, source = _from_workdir(path, which, step)
     elif path.endswith(".safetensors"):
         tensors, meta = files.read_safetensors(path)
@@ -125,7 +156,7 @@ def load_encoder(path, which="target", *, step=None, num_frames=None, crop_size=
         sd = files.pick_encoder(ckpt, which, path)
         method = methods.detect(sd)
         model_cfg, params = _from_state_dict(sd, num_frames, crop_size, f"{path} ({which})",
-                                             None, method)
+                                             None, method, rope)
         source = f"{path} ({which})"
     else:
         raise FileNotFoundError(f"{path}: no such workdir or checkpoint file")

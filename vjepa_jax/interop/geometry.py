@@ -14,15 +14,14 @@ def model_config(geometry, base, default_model, keys, variants=None):
     width from the size table (depth 0 = the table's, so the result equals the official
     configs' model) and `keys` copied. With `base` (a user's config.model): every inferred value
     must agree with it; the disagreements are listed in one CheckpointMismatch. `variants`: the
-    size-table names a width may map to (default: the first of each width, e.g. 'giant' with 16
-    heads rather than V-JEPA 2's 22-head 'giant_xformers').
+    size-table names preferred for their width (V-JEPA 2's 22-head 'giant_xformers' rather than
+    the 16-head 'giant' at 1408); other widths take the first name of the table.
     """
     keys = tuple(keys) + tuple(k for k in PREDICTOR_KEYS if k in geometry)
     if base is None:
         by_width = {}
-        for name, (w, *_) in vit.SIZES.items():
-            if variants is None or name in variants:
-                by_width.setdefault(w, name)
+        for name in tuple(variants or ()) + tuple(vit.SIZES):
+            by_width.setdefault(vit.SIZES[name][0], name)
         if geometry["width"] not in by_width:
             raise ValueError(f"encoder width {geometry['width']} is not in the size table "
                              f"{ {n: s[0] for n, s in vit.SIZES.items()} }; pass --config with "

@@ -31,9 +31,11 @@ SPECS = {"encoder": ENCODER, "predictor": PREDICTOR}
 
 
 def matches(state_dict):
-    """True for an encoder state dict of this layout: a 3-D tubelet conv."""
-    w = strip_prefixes(state_dict).get("patch_embed.proj.weight")
-    return w is not None and len(w.shape) == 5
+    """True for an encoder state dict of this layout: a 3-D tubelet conv and a pos_embed table
+    (V-JEPA 2's files have the same conv but no table: methods/vjepa2/layout.py)."""
+    sd = strip_prefixes(state_dict)
+    w = sd.get("patch_embed.proj.weight")
+    return w is not None and len(w.shape) == 5 and "pos_embed" in sd
 
 
 def check_config(geometry, config):
