@@ -1,4 +1,4 @@
-"""Official attentive-probe checkpoints (VJEPA_SPEC §7.1, §9.2) <-> this project's probe, strictly."""
+"""Official attentive-probe checkpoints (VJEPA_SPEC §7.1, §9.2) <-> this project's probe."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,4 @@
-"""An independent PyTorch attentive probe, written from VJEPA_SPEC §7.1 (V-JEPA 1) and §9.2 (V-JEPA 2).
+"""An independent PyTorch attentive probe written from VJEPA_SPEC §7.1 (V-JEPA 1), §9.2 (V-JEPA 2).
 
 Module names and registration order follow the spec's description of the official
 `AttentiveClassifier` (`pooler` = query_tokens, cross_attention_block, blocks; then `linear`),
@@ -94,7 +94,8 @@ class AttentiveClassifier(nn.Module):
 
 
 def randomize(model, seed=0):
-    """Every parameter drawn at random (LayerNorm scales near 1): every term of the forward counts."""
+    """Every parameter drawn at random (LayerNorm scales near 1): every term of the forward counts.
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

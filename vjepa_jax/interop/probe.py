@@ -1,4 +1,4 @@
-"""Attentive probes <-> the official probe checkpoints (VJEPA_SPEC §7.1, §9.2), strictly both ways.
+"""Attentive probes <-> official probe checkpoints (VJEPA_SPEC §7.1, §9.2), strictly both ways.
 
 An official probe file is a torch.save dict. V-JEPA 1 (`evals/video_classification_frozen`)
 stores one `classifier` state dict beside `opt`, `scaler`, `epoch`, `batch_size`, `world_size`
@@ -40,7 +40,8 @@ _BLOCK = ["norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"]
 
 def official_name(path):
     """Flax probe param path -> official name without `module.`: everything but the head is in
-    the pooler ('cross_attention_block/fc1/kernel' -> 'pooler.cross_attention_block.mlp.fc1.weight')."""
+    the pooler: ('cross_attention_block', 'fc1', 'kernel') ->
+    'pooler.cross_attention_block.mlp.fc1.weight'."""
     name = torch_name(path)
     return name if path[0] == "linear" else "pooler." + name
 
@@ -109,7 +110,8 @@ def describe(state_dict, where):
     """What an official probe state dict holds: {'form', 'num_blocks', 'width', 'num_classes',
     'mlp_ratio'}, read from its keys and shapes; ValueError when it is no attentive probe."""
     sd = strip_prefixes(state_dict)
-    for key in ("pooler.query_tokens", "linear.weight", "pooler.cross_attention_block.mlp.fc1.weight"):
+    for key in ("pooler.query_tokens", "linear.weight",
+                "pooler.cross_attention_block.mlp.fc1.weight"):
         if key not in sd:
             raise ValueError(f"{where} is not an attentive-probe state dict: no {key!r} "
                              f"(keys: {sorted(sd)[:8]})")

@@ -7,8 +7,8 @@ encoder tokens, then the same cross-attention block (V-JEPA 2's evals use num_bl
 
 The protocol functions turn a batch of clips uint8 [B, segments, views, T, S, S, 3] into frozen
 tokens [B, views, segments * N, D] (segments concatenated along the token axis, no extra
-position between them) and average the class probabilities over views (§7.3). Images arrive with T = 1 and are repeated to the encoder's
-clip length before encoding (§7.4).
+position between them) and average the class probabilities over views (§7.3). Images arrive
+with T = 1 and are repeated to the encoder's clip length before encoding (§7.4).
 
 The V-JEPA 1 cross-attention owns a `proj` Linear that its forward never uses; it is left out
 here, so weight decay never touches a dead parameter (interop/probe.py keeps an imported file's
