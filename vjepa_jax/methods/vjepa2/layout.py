@@ -21,7 +21,7 @@ PREDICTOR = state_dicts.ModuleNames(pos_key=None, blocks="predictor_blocks",
                                     heads=("predictor_embed", "mask_tokens"),
                                     tails=("predictor_norm", "predictor_proj"))
 SPECS = {"encoder": ENCODER, "predictor": PREDICTOR}
-VARIANTS = ("large", "huge", "giant_xformers")  # the released sizes, by width
+VARIANTS = ("large", "huge", "giant_xformers")  # the released sizes: preferred for their width
 
 
 def matches(state_dict):
