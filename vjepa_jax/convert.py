@@ -73,7 +73,7 @@ def to_torch(workdir, out, step=None, fmt="torch", which="target"):
         files.write_safetensors(out, weights, {"format": "pt", **meta})
         return out
     if fmt == "hf":
-        if config.method != "vjepa2":
+        if config.method != hf.METHOD:
             raise ValueError(f"--format hf: transformers' VJEPA2 layout is V-JEPA 2's; {workdir} "
                              f"is a config.method={config.method!r} run")
         hf_config = hf.config_json(config.model, model.encoder.shape, model.predictor)
@@ -151,12 +151,12 @@ def from_torch(path, workdir, config=None, num_frames=None, crop_size=None, step
         num_frames = num_frames or config.model.num_frames
         crop_size = crop_size or config.model.crop_size
     if not explicit:
-        config = config_lib.base_config("vjepa2" if hf_geometry else methods.detect(online_sd))
+        config = config_lib.base_config(hf.METHOD if hf_geometry else methods.detect(online_sd))
     layout = methods.get(config.method).layout
     if hf_geometry is not None:
-        if config.method != "vjepa2":
+        if config.method != hf.METHOD:
             raise ValueError(f"{path} is a transformers VJEPA2 directory; --config has "
-                             f"config.method={config.method!r}, not 'vjepa2'")
+                             f"config.method={config.method!r}, not {hf.METHOD!r}")
         geometry = dict(hf_geometry, num_frames=num_frames or hf_geometry["num_frames"],
                         crop_size=crop_size or hf_geometry["crop_size"])
         model_cfg = hf.model_config(geometry, config.model if explicit else None, path)

@@ -118,7 +118,7 @@ def _from_hf_dir(path, which, num_frames, crop_size, rope):
                         crop_size=crop_size or geometry["crop_size"])
         model_cfg = hf.model_config(geometry).to_dict()
     model_cfg, params = _from_state_dict(sd, None, None, os.path.join(path, hf.WEIGHTS), model_cfg,
-                                         "vjepa2", rope)
+                                         hf.METHOD, rope)
     return model_cfg, params, path
 
 
@@ -138,7 +138,7 @@ def load_encoder(path, which="target", *, step=None, num_frames=None, crop_size=
         raise ValueError(f"which={which!r}: use 'target' (EMA target encoder) or 'encoder'")
     path = os.fspath(path)
     if hf.is_model_dir(path):
-        method = "vjepa2"
+        method = hf.METHOD
         model_cfg, params, source = _from_hf_dir(path, which, num_frames, crop_size, rope)
     elif os.path.isdir(path):
         method, model_cfg, params, source = _from_workdir(path, which, step)

@@ -27,13 +27,13 @@ import re
 
 import numpy as np
 
-from vjepa_jax import mismatch
+from vjepa_jax import methods, mismatch
 from vjepa_jax.interop import files
-from vjepa_jax.methods.vjepa2 import layout
 from vjepa_jax.models import vit
 
 _log = logging.getLogger(__name__)
 
+METHOD = "vjepa2"  # the method whose model transformers' VJEPA2Model is
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 # VJEPA2ForVideoClassification files hold the model under this prefix, beside its probe.
@@ -233,6 +233,7 @@ def model_config(geo, base=None, where="config.json"):
     Heads the size table does not give are set (model.num_heads), the predictor's always.
     """
     heads = {"num_heads": geo["num_heads"], "pred_num_heads": geo.get("pred_num_heads")}
+    layout = methods.get(METHOD).layout
     m = layout.model_config({k: v for k, v in geo.items() if k not in heads}, base)
     if base is None:
         m.rope = "tiled"
