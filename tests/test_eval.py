@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from common import ROOT, load_config
-from vjepa_jax import eval as eval_lib, loader, mismatch, optim
+from vjepa_jax import checkpoint, eval as eval_lib, loader, mismatch, optim
 from vjepa_jax.evaluation import configs as eval_configs, data as eval_data, online
 from vjepa_jax.evaluation import probe_steps, readouts
 from vjepa_jax.models import vit
@@ -57,6 +57,14 @@ def test_resume_matches_uninterrupted_run(tmp_path, cache_features):
     # the metrics file may hold rows written after it.
     shutil.copytree(full_dir, resumed_dir)
     shutil.rmtree(resumed_dir / "probe_checkpoints" / "4")
+    # ... written by an older version, whose stored probe settings lack keys added since: they
+    # take their defaults, so the resume is not refused.
+    step_dir = resumed_dir / "probe_checkpoints" / "2"
+    meta = json.load(open(step_dir / "meta" / "metadata"))
+    for key in ("form", "num_blocks", "checkpoint"):
+        del meta["probe"][key]
+    json.dump(meta, open(step_dir / "meta" / "metadata", "w"))
+    checkpoint.write_manifest(str(step_dir))
     resumed = eval_lib.run(c, str(resumed_dir))
     assert [r["epoch"] for r in resumed] == [1, 2]
     for a, b in zip(full, resumed):

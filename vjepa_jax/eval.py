@@ -170,7 +170,14 @@ def run(config, workdir):
             "which": config.which, "ipe": ipe, "config": config.to_json()}
     latest = mngr.latest_step()
     if latest is not None:
-        mismatch.check_agrees(checkpoint.read_meta(mngr, latest),
+        saved = checkpoint.read_meta(mngr, latest)
+        # Keys added to the probe / model sections since the workdir was written take their
+        # defaults, so an older probe run still resumes when nothing it recorded differs.
+        base = eval_configs.base_eval_config()
+        for section in ("model", "probe"):
+            if isinstance(saved.get(section), dict):
+                saved[section] = {**base[section].to_dict(), **saved[section]}
+        mismatch.check_agrees(saved,
                               {k: meta[k] for k in ("model", "probe", "pretrained", "which", "ipe")},
                               workdir, what="holds a probe of a different setup; refusing to "
                                             "resume or overwrite it")
