@@ -392,10 +392,12 @@ def test_hf_names_are_checked_strictly(exported, hf_dir):
     del bad["encoder.layer.0.attention.key.bias"]
     bad["encoder.layer.0.attention.rope.freqs"] = np.zeros(3, np.float32)
     bad["encoder.extra.weight"] = np.zeros(3, np.float32)
+    bad["encoder.layer.x.norm1.weight"] = np.zeros(3, np.float32)
     with pytest.raises(mismatch.StrictLoadError) as e:
         hf.from_hf(bad, "hf file")
     for name in ("hf file", "encoder.layer.0.attention.key.bias",
-                 "encoder.layer.0.attention.rope.freqs", "encoder.extra.weight"):
+                 "encoder.layer.0.attention.rope.freqs", "encoder.extra.weight",
+                 "encoder.layer.x.norm1.weight"):
         assert name in str(e.value), str(e.value)
     # A classification model's keys: the model under vjepa2., its probe skipped.
     wrapped = {"vjepa2." + k: v for k, v in tensors.items()}

@@ -108,6 +108,14 @@ def to_hf(encoder_sd, predictor_sd=None):
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
+def _split_block(rest):
+    """'3.attention.query.weight' -> ('3', 'attention.query', 'weight'); None if not of that form."""
+    parts = rest.split(".")
+    if len(parts) < 3 or not parts[0].isdigit():
+        return None
+    return parts[0], ".".join(parts[1:-1]), parts[-1]
+
+
 def from_hf(state_dict, where):
     """{transformers name: array} -> (official encoder state dict, predictor state dict or None).
 
@@ -119,10 +127,10 @@ def from_hf(state_dict, where):
     probe = sorted(k for k in sd if k.startswith(PROBE_PREFIXES))
     if probe:
         _log.info("%s: skipping %d probe entries (%s ...)", where, len(probe), probe[0])
-    back = {h: o for o, h in _RENAMES}
-    block_back = {h: o for o, h in _BLOCK_PREFIXES}
-    module_back = {h: o for o, h in _BLOCK.items()}
-    enc, pred, qkv, unexpected = {}, {}, {}, []
+    renames = {hf_name: name for name, hf_name in _RENAMES}
+    block_modules = {hf_name: name for name, hf_name in _BLOCK.items()}
+    enc, pred, unexpected = {}, {}, []
+    qkv = {}  # official qkv name -> (its state dict, transformers prefix, {'query': x, ...})
     for name, x in sd.items():
         if name in probe:
             continue
@@ -132,31 +140,32 @@ def from_hf(state_dict, where):
                 raise mismatch.StrictLoadError(where, wrong_shape=[(name, x.shape, ("M", 1, 1, "Dp"))])
             pred.update({f"mask_tokens.{j}": x[j] for j in range(x.shape[0])})
             continue
-        target = enc if name.startswith("encoder.") else pred
-        block = next(((h, o) for h, o in block_back.items() if name.startswith(h)), None)
-        rename = next(((h, o) for h, o in back.items() if name.startswith(h)), None)
-        if block:
-            i, module_leaf = name[len(block[0]):].split(".", 1)
-            module, leaf = module_leaf.rsplit(".", 1)
-            if module.startswith("attention.") and module.split(".", 1)[1] in _QKV:
-                qkv.setdefault((target is enc, block[1], i, leaf), {})[module.split(".", 1)[1]] = x
-            elif module in module_back:
-                target[f"{block[1]}{i}.{module_back[module]}.{leaf}"] = x
+        out = enc if name.startswith("encoder.") else pred
+        block = next(((o, h) for o, h in _BLOCK_PREFIXES if name.startswith(h)), None)
+        rename = next((h for h in renames if name.startswith(h)), None)
+        split = block and _split_block(name[len(block[1]):])
+        if split:
+            i, module, leaf = split
+            part = module[len("attention."):] if module.startswith("attention.") else None
+            if part in _QKV:
+                entry = qkv.setdefault(f"{block[0]}{i}.attn.qkv.{leaf}",
+                                       (out, f"{block[1]}{i}.attention.", {}))
+                entry[2][part] = x
+            elif module in block_modules:
+                out[f"{block[0]}{i}.{block_modules[module]}.{leaf}"] = x
             else:
                 unexpected.append(name)
-        elif rename:
-            target[rename[1] + name[len(rename[0]):]] = x
+        elif rename and not block:
+            out[renames[rename] + name[len(rename):]] = x
         else:
             unexpected.append(name)
     missing = []
-    for (is_enc, prefix, i, leaf), parts in qkv.items():
-        hf_prefix = dict(_BLOCK_PREFIXES)[prefix]
-        absent = [f"{hf_prefix}{i}.attention.{p}.{leaf}" for p in _QKV if p not in parts]
-        if absent:
-            missing += absent
-            continue
-        (enc if is_enc else pred)[f"{prefix}{i}.attn.qkv.{leaf}"] = np.concatenate(
-            [np.asarray(parts[p]) for p in _QKV], axis=0)
+    for official, (out, hf_prefix, parts) in qkv.items():
+        leaf = official.rsplit(".", 1)[1]
+        absent = [f"{hf_prefix}{p}.{leaf}" for p in _QKV if p not in parts]
+        missing += absent
+        if not absent:  # rows q | k | v of the fused Linear
+            out[official] = np.concatenate([np.asarray(parts[p]) for p in _QKV], axis=0)
     if missing or unexpected:
         raise mismatch.StrictLoadError(where, missing=sorted(missing), unexpected=sorted(unexpected))
     return enc, (pred or None)
