@@ -137,6 +137,10 @@ def test_config_errors_name_the_key():
         with pytest.raises(ValueError, match=f"config.model.{key}="):
             config_lib.validate(c2)
     c = load_config(DEMO, "smoke")
+    c.model.update(pred_width=48, pred_num_heads=12)  # head_dim 4: too small for 3-D RoPE
+    with pytest.raises(ValueError, match="config.model.pred_num_heads=12"):
+        config_lib.validate(c)
+    c = load_config(DEMO, "smoke")
     c.optim.schedule = "cosine"
     with pytest.raises(ValueError, match="config.optim.schedule="):
         config_lib.validate(c)

@@ -21,6 +21,12 @@ def validate(config):
     check_key(m.rope in rope.LAYOUTS[1:], "model.rope", m.rope, f"one of {rope.LAYOUTS[1:]}")
     check_key(m.pred_mask_token in MASK_TOKEN_CHOICES, "model.pred_mask_token", m.pred_mask_token,
               f"one of {MASK_TOKEN_CHOICES}")
+    shape = vit.shape_from_config(m)
+    pred_heads = m.pred_num_heads or shape.num_heads
+    for key, width, heads in (("num_heads", shape.width, shape.num_heads),
+                              ("pred_num_heads", m.pred_width, pred_heads)):
+        check_key(rope.axis_dims(width // heads) > 0, f"model.{key}", heads,
+                  f"a head count giving head_dim >= 6 for 3-D RoPE (width {width})")
     needed = len(config.masks) if m.pred_mask_token == "generator" else 1
     check_key(isinstance(m.pred_num_mask_tokens, int) and m.pred_num_mask_tokens >= needed,
               "model.pred_num_mask_tokens", m.pred_num_mask_tokens,
