@@ -13,12 +13,17 @@ aside to <step>.corrupt and falls back. Orbax deletes old steps (keep_checkpoint
 new one committed, i.e. after its checksums were written: the newest verified checkpoint is never
 deleted while a newer one is in flight.
 """
+import errno
 import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
+import traceback
+import weakref
 
 import jax
 import orbax.checkpoint as ocp
@@ -112,25 +117,49 @@ def remove_failed_saves(directory):
     return removed
 
 
+# The step of the save each manager has in flight (a failure names it even once its temporary
+# directory is gone).
+_saving = weakref.WeakKeyDictionary()
+
+
+def _reason(e, directory):
+    """The root cause of a failed save in a few words: for an OS error reported through
+    TensorStore ("... No space left on device [os_error_code='28']"), the OS message, errno name
+    and the file, relative to the checkpoints directory; otherwise `Type: message`."""
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__
+    text = str(e)
+    code = re.search(r"os_error_code='?(\d+)", text)
+    if code is None:
+        return f"{type(e).__name__}: {text}"
+    number = int(code.group(1))
+    reason = f"{os.strerror(number)} ({errno.errorcode.get(number, number)})"
+    written = re.findall(r'Failed writing: "([^"]+)"', text)
+    if written:
+        reason += f" writing {os.path.relpath(written[-1], str(directory))}"
+    return reason
+
+
 def _failure(mngr, e):
     """SaveFailed in one line for the error `e` of a save; removes its temporary directory."""
     failed = [os.path.basename(p).split(".")[0] for p in remove_failed_saves(mngr.directory)]
-    cause = e
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__
+    step = _saving.pop(mngr, None)
+    if step is not None and str(step) not in failed:
+        failed.insert(0, str(step))
     steps = f"checkpoint {', '.join(failed)}" if failed else "a checkpoint"
-    return SaveFailed(f"saving {steps} to {mngr.directory} failed: {type(cause).__name__}: "
-                      f"{cause}; its temporary directory is removed, the checkpoints before it "
-                      "are intact")
+    return SaveFailed(f"saving {steps} to {mngr.directory} failed: {_reason(e, mngr.directory)}; "
+                      "its temporary directory is removed, the checkpoints before it are intact")
 
 
 def check_saves(mngr):
-    """Raise SaveFailed (one line) when the last asynchronous save failed. Cheap: call it every
-    step, so a full disk stops the run at the step after the failure."""
+    """Raise SaveFailed (one line naming the step) when the last asynchronous save failed.
+    Cheap, never blocks on a save in flight: call it every step, so a full disk stops the run at
+    the first step (or save) after Orbax's threads report the failure."""
     try:
         mngr.check_for_errors()
         if not mngr.is_saving_in_progress():  # done: returns at once, or raises its error
             mngr.wait_until_finished()
+            _saving.pop(mngr, None)
     except Exception as e:  # the background thread's error, whatever its type
         raise _failure(mngr, e) from e
 
@@ -142,12 +171,46 @@ def finish(mngr):
     except Exception as e:
         raise _failure(mngr, e) from e
     check_saves(mngr)
+    _saving.pop(mngr, None)
+
+
+def _closed_loop_report(unraisable):
+    """True for TensorStore's report of a write that completed after its save was abandoned.
+
+    When one write of an Orbax save fails (disk full), Orbax stops waiting and closes the
+    save's asyncio loop; each of TensorStore's writes still running then completes from C++ by
+    calling loop.call_soon_threadsafe on the closed loop, and Python prints that RuntimeError
+    as an "unraisable" traceback, dozens per failed save. The failure itself is reported by
+    check_saves; these reports say nothing more."""
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"
+            and bool(frames) and frames[0].name == "call_soon_threadsafe")
+
+
+def _quiet_closed_loop_reports():
+    """Install (once) a sys.unraisablehook that drops _closed_loop_report()s and passes every
+    other report to the hook it replaces."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_vjepa_closed_loop_filter", False):
+        return
+
+    def hook(unraisable):
+        if _closed_loop_report(unraisable):
+            _log.debug("dropped a TensorStore 'Event loop is closed' report of an abandoned save")
+            return
+        previous(unraisable)
+
+    hook._vjepa_closed_loop_filter = True
+    sys.unraisablehook = hook
 
 
 def manager(workdir, keep, read_only=False, folder="checkpoints"):
     """CheckpointManager for DIR/<folder> keeping the last `keep` steps, async saves, checksums."""
     # Orbax requires an absolute path; users naturally pass relative ones (runs/demo).
     directory = os.path.join(os.path.abspath(workdir), folder)
+    if not read_only:
+        _quiet_closed_loop_reports()
     if not read_only and os.path.isdir(directory):
         for path in remove_failed_saves(directory):
             _log.warning("removed %s: a save that never completed", path)
@@ -186,14 +249,18 @@ def save_tree(mngr, step, tree, data_iter, meta, force=False):
     """Start an async save of a pytree of arrays (+ data iterator, + meta) at `step`."""
     # Never write a broken state (the train step skips non-finite updates; this is the last guard).
     mismatch.check_finite(tree, f"step {step}: state not saved")
-    check_saves(mngr)
+    finish(mngr)  # Orbax waits for the previous save anyway: its failure is named here
     items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    try:  # Orbax first waits for the previous save: its failure surfaces here
-        return mngr.save(step, args=ocp.args.Composite(**items), force=force)
+    _saving[mngr] = step
+    try:
+        saved = mngr.save(step, args=ocp.args.Composite(**items), force=force)
     except Exception as e:
         raise _failure(mngr, e) from e
+    if not saved:
+        _saving.pop(mngr, None)
+    return saved
 
 
 def read_meta(mngr, step):
