@@ -18,7 +18,7 @@ import torch_reference_vjepa2 as ref  # noqa: E402
 from common import ROOT  # noqa: E402
 from workdirs import make_workdir  # noqa: E402
 from vjepa_jax import checkpoint, config as config_lib, convert, loader, methods, mismatch  # noqa: E402
-from vjepa_jax import optim, train_state, workdir as workdir_lib  # noqa: E402
+from vjepa_jax import workdir as workdir_lib  # noqa: E402
 from vjepa_jax.interop import files, hf, state_dicts  # noqa: E402
 from vjepa_jax.methods.vjepa import layout as vjepa_layout  # noqa: E402
 from vjepa_jax.methods.vjepa2 import layout  # noqa: E402
@@ -42,37 +42,10 @@ def tiny_config(rope="tiled"):
     return c
 
 
-def _noise(tree, rng, scale, offset=0.0):
-    return jax.tree.map(lambda s: jnp.asarray(offset + scale * rng.standard_normal(s.shape), s.dtype),
-                        tree)
-
-
 def make_vjepa2_workdir(path, config):
     """A checkpoint of `config` with every array non-trivial, saved directly (nothing compiled)."""
-    model = methods.get("vjepa2").build(config)
-    abstract = workdir_lib.abstract_params(model)
-    rng = np.random.default_rng(0)
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, s: _noise(s, rng, 0.05, 1.0 if p[-1].key == "scale" else 0.0), abstract)
-    tx = optim.make_optimizer(config.optim, abstract)
-    opt = jax.jit(tx.init)(params)
-    adam = opt.inner_state[0]
-    adam = adam._replace(count=jnp.asarray(STEP, adam.count.dtype), mu=_noise(adam.mu, rng, 1e-3),
-                         nu=jax.tree.map(jnp.abs, _noise(adam.nu, rng, 1e-5)))
-    opt = opt._replace(count=jnp.asarray(STEP, opt.count.dtype),
-                       inner_state=(adam,) + tuple(opt.inner_state[1:]))
-    target = jax.tree.map(lambda x: x + jnp.asarray(0.01 * rng.standard_normal(x.shape), x.dtype),
-                          params["encoder"])
-    state = train_state.TrainState(step=jnp.asarray(STEP, jnp.int32), apply_fn=None, params=params,
-                                   tx=tx, opt_state=opt, target_params=target,
-                                   skipped=jnp.zeros((), jnp.int32))
-    mngr = checkpoint.manager(str(path), 2)
-    checkpoint.save(mngr, state, None, workdir_lib.model_meta(config, model), force=True)
-    mngr.wait_until_finished()
-    mngr.close()
-    with open(os.path.join(path, "metrics.jsonl"), "w") as f:
-        f.write(json.dumps({"step": STEP, "loss": 0.25}) + "\n")
-    return model, state
+    state = make_workdir(path, STEP, config=config)[3]
+    return methods.get("vjepa2").build(config), state
 
 
 @pytest.fixture(scope="module")

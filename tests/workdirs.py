@@ -16,14 +16,16 @@ def _random(tree, rng, scale, offset=0.0):
     return jax.tree.map(lambda s: jnp.asarray(offset + scale * rng.standard_normal(s.shape), s.dtype), tree)
 
 
-def make_workdir(path, step=STEP, seed=0):
-    """A smoke-config checkpoint whose every array is non-trivial (no zero biases or moments).
+def make_workdir(path, step=STEP, seed=0, config=None):
+    """A checkpoint of `config` (default: the V-JEPA smoke config) whose every array is
+    non-trivial (no zero biases or moments).
 
     Built from shapes with NumPy noise and saved directly: no model init is compiled.
     """
-    config = smoke_config()
-    config.mesh.update(data=1, fsdp=1)
-    vjepa = methods.get("vjepa").build(config)
+    if config is None:
+        config = smoke_config()
+        config.mesh.update(data=1, fsdp=1)
+    vjepa = methods.get(config.method).build(config)
     abstract = workdir_lib.abstract_params(vjepa)
     rng = np.random.default_rng(seed)
     # LayerNorm scales near 1 keep activations at a realistic size; everything else near 0.
