@@ -5,6 +5,7 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 BACKENDS = ("auto", "xla", "cudnn", "splash")
 
@@ -66,6 +67,11 @@ def splash_attention(q, k, v, kv_lengths=None):
     reused. kv_lengths [B] (key padding) becomes segment ids: every query is in segment 0, a
     key is in segment 0 if it is among the first kv_lengths[b], else in segment 1.
 
+    XLA cannot partition a TPU kernel over devices, so when the call is traced under a mesh of
+    several devices (jax.set_mesh), it runs in a shard_map that gives each device its share
+    of the batch (split over all mesh axes). A multi-device jit without such a mesh fails on
+    a TPU with Mosaic's "cannot be automatically partitioned".
+
     On a TPU this is the compiled Mosaic kernel; on any other platform it runs in Pallas
     interpret mode (plain XLA ops, slow: meant for tests).
     """
@@ -77,11 +83,21 @@ def splash_attention(q, k, v, kv_lengths=None):
     scale = head_dim ** -0.5
     q = (q.astype(jnp.float32) * scale).astype(k.dtype)
     q, k, v = (_pad_seq(x, n).transpose(0, 2, 1, 3) for x, n in ((q, q_pad), (k, kv_pad), (v, kv_pad)))
-    if kv_lengths is None:
-        out = jax.vmap(kernel)(q, k, v)  # [B, H, L_pad, Dh]
-    else:
-        segments = _segment_ids(kv_lengths, q_pad, kv_pad)
-        out = jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=s))(q, k, v, segments)
+    segments = None if kv_lengths is None else _segment_ids(kv_lengths, q_pad, kv_pad)
+
+    def run(q, k, v, segments):  # [b, H, L_pad, Dh] for the whole batch or one device's share
+        if segments is None:
+            return jax.vmap(kernel)(q, k, v)
+        return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=s))(q, k, v, segments)
+
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and mesh.size > 1:
+        if b % mesh.size:
+            raise ValueError(f"model.attention='splash': batch {b} does not split over the "
+                             f"{mesh.size} devices of mesh {dict(mesh.shape)}")
+        batch = P(mesh.axis_names)
+        run = jax.shard_map(run, mesh=mesh, in_specs=batch, out_specs=batch, check_vma=False)
+    out = run(q, k, v, segments)
     return out.transpose(0, 2, 1, 3)[:, :length].astype(v.dtype)
 
 
