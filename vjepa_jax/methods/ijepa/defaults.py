@@ -16,7 +16,7 @@ def model_defaults():
         pred_width=384,
         pred_depth=12,
         pred_num_heads=0,  # 0: the encoder's head count, as the reference does
-        attention="auto",  # auto | xla | cudnn
+        attention="auto",  # auto | xla | cudnn | splash (TPU, explicit only)
         dtype="bfloat16",
         remat="none",
         scan_blocks=False,

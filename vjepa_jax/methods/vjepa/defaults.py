@@ -33,7 +33,7 @@ def model_defaults():
         pred_width=384,
         pred_depth=12,
         pred_num_heads=0,  # 0: the encoder's head count, as the reference does
-        attention="auto",  # auto | xla | cudnn
+        attention="auto",  # auto | xla | cudnn | splash (TPU, explicit only)
         dtype="bfloat16",  # compute dtype; params are always float32
         remat="none",  # none | full | dots (rematerialisation policy per block)
         scan_blocks=False,  # compile one block and loop over the depth (faster compiles)
