@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+_log = logging.getLogger(__name__)
+
 BACKENDS = ("auto", "xla", "cudnn", "splash")
 
 # The splash kernel tiles q and k/v in blocks whose sizes are multiples of the TPU lane width
@@ -152,8 +154,8 @@ def _splash_kernel(heads, q_len, kv_len, kv_valid, interpret):
                           block_q_dkv=bq, block_kv_dkv=bkv, block_kv_dkv_compute=bkv,
                           block_q_dq=bq, block_kv_dq=bkv)
     if interpret:
-        logging.info("splash attention runs in Pallas interpret mode on %s (slow; TPU only for "
-                     "speed)", jax.default_backend())
+        _log.info("splash attention runs in Pallas interpret mode on %s (slow: for tests; "
+                  "compiled only on a TPU)", jax.default_backend())
     with jax.ensure_compile_time_eval():
         return sa.make_splash_mha(sa.MultiHeadMask([one_head] * heads), block_sizes=sizes,
                                   head_shards=1, q_seq_shards=1, interpret=interpret)
