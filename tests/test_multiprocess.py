@@ -102,6 +102,55 @@ def test_two_processes_reproduce_one_process_with_8_devices(tmp_path):
                  restored_params(multi, 3), restored_params(single, 3))
 
 
+def damage_largest_state_file(workdir, step):
+    """4 KiB of random bytes in the middle of the largest OCDBT data file of either process."""
+    state = os.path.join(workdir, "checkpoints", str(step), "state")
+    files = [os.path.join(d, f) for d, _, names in os.walk(state) for f in names
+             if os.path.basename(d) == "d"]  # ocdbt.process_<i>/d/<data file>
+    path = max(files, key=os.path.getsize)
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        f.write(np.random.default_rng(0).bytes(4096))
+    return path
+
+
+@pytest.mark.slow
+def test_two_processes_fall_back_together_from_a_damaged_latest_checkpoint(tmp_path):
+    """2 processes train steps 1-6 (checkpoints 3 and 6); bytes of checkpoint 6 are damaged;
+    the same 2-process command then finds the damage on both processes, moves 6 aside once
+    (one 6.corrupt, process 0 renames it between two barriers), resumes both from 3 and
+    re-trains 4-6 to the first run's losses."""
+    workdir = str(tmp_path / "run")
+
+    def pair(name):
+        coordinator = ["--coordinator_address", f"localhost:{free_port()}", "--num_processes", "2",
+                       "--config.train.stop_after=6"]
+        logs = [tmp_path / f"{name}{i}.txt" for i in range(2)]
+        wait_all({f"{name} process {i}": start(logs[i], workdir, 4, *coordinator,
+                                               "--process_id", str(i)) for i in range(2)},
+                 timeout=400)
+        return [log.read_text() for log in logs]
+
+    pair("first")
+    first = {r["step"]: r["loss"] for r in logger.read(workdir)}
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    damaged = os.path.basename(damage_largest_state_file(workdir, 6))
+
+    logs = pair("second")
+    corrupt = os.path.join(workdir, "checkpoints", "6.corrupt")
+    for i, log in enumerate(logs):
+        moved = [l for l in log.splitlines() if "moved to" in l]
+        assert len(moved) == 1, f"process {i}:\n{log[-3000:]}"
+        assert "checkpoints/6: item 'state'" in moved[0] and damaged in moved[0], moved[0]
+        assert f"moved to {corrupt}, falling back" in moved[0], moved[0]
+        assert f"resumed from {workdir}/checkpoints/3" in log, f"process {i}:\n{log[-3000:]}"
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6", "6.corrupt"]
+    again = {r["step"]: r["loss"] for r in logger.read(workdir)}
+    assert sorted(again) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([again[s] for s in (4, 5, 6)], [first[s] for s in (4, 5, 6)],
+                               rtol=1e-5)
+
+
 def test_importing_the_programs_leaves_jax_uninitialised():
     # jax.distributed.initialize() refuses to run once the backend is up; a module-level
     # jnp constant in anything the programs import would break every multi-process launch.

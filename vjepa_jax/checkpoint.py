@@ -315,11 +315,16 @@ def restore_tree(mngr, step, tree, shardings, data_iter=None):
 
 
 def move_aside(mngr, step):
-    """Rename a damaged step to <step>.corrupt (Orbax then ignores it); returns the new path."""
+    """Rename a damaged step to <step>.corrupt (Orbax then ignores it); returns the new path.
+
+    With several processes every one calls this for the same step (all check the same files):
+    each picks the new name, all wait until all have (so none is still reading the step or
+    picks another name), process 0 renames, and all wait again before looking at the steps."""
     src = os.path.join(str(mngr.directory), str(step))
     dst, n = src + ".corrupt", 1
     while os.path.exists(dst):
         dst, n = f"{src}.corrupt{n}", n + 1
+    distributed.barrier(f"vjepa_jax.checkpoint.move_aside_{step}_found")
     if jax.process_index() == 0:
         os.rename(src, dst)
     distributed.barrier(f"vjepa_jax.checkpoint.move_aside_{step}")
