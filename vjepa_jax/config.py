@@ -135,6 +135,11 @@ def validate(c):
            o.ema, "(start, end) momentums in [0, 1]")
     _check(o.get("schedule", "warmup_cosine") in optim.SCHEDULES, "optim.schedule",
            o.get("schedule"), f"one of {optim.SCHEDULES}")
+    k = o.get("accum_steps", 1)
+    _check(isinstance(k, int) and not isinstance(k, bool) and k > 0
+           and c.data.batch_size % k == 0, "optim.accum_steps", k,
+           f"a positive integer dividing data.batch_size={c.data.batch_size} (micro-batches "
+           "per update)")
     _check(isinstance(c.train.init_from, str), "train.init_from", c.train.init_from,
            "a workdir path ('' : start from random init)")
 

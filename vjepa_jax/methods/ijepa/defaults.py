@@ -51,6 +51,7 @@ def defaults(c):
         ema=(0.996, 1.0),
         betas=(0.9, 0.999),
         eps=1e-8,
+        accum_steps=1,  # micro-batches per update (docs/SCALING.md, "Gradient accumulation")
     ))
     c.data.update(source="imagefolder", batch_size=2048, random_resize_scale=(0.3, 1.0),
                   random_resize_aspect_ratio=(3 / 4, 4 / 3), hflip=False)

@@ -42,6 +42,7 @@ def defaults(c):
         ema=(0.99925, 0.99925),
         betas=(0.9, 0.999),
         eps=1e-8,
+        accum_steps=1,  # micro-batches per update (docs/SCALING.md, "Gradient accumulation")
     ))
 
 
