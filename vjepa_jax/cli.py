@@ -57,7 +57,8 @@ def run_program(main, program, argv=None):
     def guarded(args):
         absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
         # A failed background save makes Orbax log a traceback per thread (4 or more);
-        # checkpoint.check_saves reports it in one line at the next step instead.
+        # checkpoint.check_saves reports it in one line at the next step instead (TensorStore's
+        # "Event loop is closed" reports of the same failure: checkpoint.manager's hook).
         logging.getLogger("absl").addFilter(
             lambda r: not (r.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in r.pathname))
         logging.getLogger("vjepa_jax").setLevel(logging.INFO)
