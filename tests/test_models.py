@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vjepa_jax.config import base_config
-from vjepa_jax.models import attention, pos_embed, predictor as predictor_lib, vit
+from vjepa_jax.models import attention, block, pos_embed, predictor as predictor_lib, vit
 
 
 def count(tree):
@@ -172,6 +172,24 @@ def test_cudnn_attention_matches_xla_on_gpu(length):
     for name, a, b in zip(("output", "dq", "dk", "dv"), fused, plain):
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         assert np.abs(a - b).max() <= 0.02 * np.abs(b).max(), name
+
+
+def test_cudnn_block_with_rope_matches_xla_on_gpu():
+    """V-JEPA 2's block (q and k rotated by RoPE before the kernel) with the fused cuDNN kernel vs
+    the XLA path, bf16, a masked index set (positions from token indices). GPU only."""
+    if jax.default_backend() != "gpu":
+        pytest.skip("cuDNN attention needs an NVIDIA GPU")
+    from vjepa_jax.models import rope
+    grid = (8, 16, 16)
+    idx = jnp.sort(jax.random.permutation(jax.random.key(0), 2048)[:1152])[None].repeat(2, 0)
+    x = jax.random.normal(jax.random.key(1), (2, 1152, 1024))
+    outs = []
+    for backend in ("cudnn", "xla"):
+        b = block.Block(16, 4096, jnp.bfloat16, backend, rope="tiled")
+        params = b.init(jax.random.key(2), x, rope.token_positions(idx, grid))
+        outs.append(jax.jit(b.apply)(params, x, rope.token_positions(idx, grid)))
+    a, ref = (np.asarray(o, np.float32) for o in outs)
+    assert np.abs(a - ref).max() <= 0.02 * np.abs(ref).max()
 
 
 def test_attention_backend_choice_and_errors():
