@@ -111,3 +111,13 @@ def barrier(name, timeout_s=1800):
         import orbax.checkpoint as ocp
 
         ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
+
+
+def any_process(flag):
+    """True on every process when `flag` is true on any (a collective: all must call it)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from vjepa_jax import checkpoint, config as config_lib, methods, mismatch, optim
+from vjepa_jax import checkpoint, config as config_lib, distributed, methods, mismatch, optim
 from vjepa_jax.models import vit
 
 _log = logging.getLogger(__name__)
@@ -64,14 +64,19 @@ def resume(mngr, state, shardings, data_iter, meta, workdir):
     """
     moved = []
     for step in sorted(mngr.all_steps(), reverse=True):
+        damage = None
         try:
             checkpoint.verify(mngr.directory, step)  # before meta: a damaged meta is named as such
             check_resumable(read_meta(mngr, step), meta, workdir)
             restored = checkpoint.restore(mngr, step, state, shardings, data_iter)
         except checkpoint.CheckpointDamaged as e:
+            damage = e
+        # All processes fall back together, also when only one process's shard failed to read.
+        if distributed.any_process(damage is not None):
             dst = checkpoint.move_aside(mngr, step)
             moved.append(os.path.basename(dst))
-            _log.warning("%s; moved to %s, falling back to the checkpoint before it", e, dst)
+            _log.warning("%s; moved to %s, falling back to the checkpoint before it",
+                         damage or f"checkpoint {step} is damaged on another process", dst)
             continue
         return restored
     if moved:
