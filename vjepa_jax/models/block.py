@@ -28,7 +28,13 @@ def layer_norm(name, eps=LN_EPS):
 
 
 class Block(nn.Module):
-    """x + Attn(LN(x)), then x + MLP(LN(x)); x [B, L, D] float32 -> [B, L, D] float32.
+    """x + Attn(LN(x)), then x + MLP(LN(x)); x [B, L, D] -> [B, L, D] of the same dtype.
+
+    The residual stream keeps x's dtype (model.residual_dtype: float32 by default, bfloat16 as
+    the reference's autocast encoder); LayerNorm statistics are float32 either way and the
+    sublayer outputs are cast to x's dtype before they are added. kv_lengths [B] (optional):
+    only the first kv_lengths[b] tokens of sequence b are attended to (padded sequences, see
+    Predictor's fused call); the padded tokens still get outputs, which the caller discards.
 
     rope != 'none' (V-JEPA 2): q and k are rotated by the tokens' (t, h, w) positions [B, L, 3]
     before the attention kernel (models/rope.py). rescale_init: the output projections `proj`
@@ -44,7 +50,7 @@ class Block(nn.Module):
     rescale_init: bool = False
 
     @nn.compact
-    def __call__(self, x, positions=None):
+    def __call__(self, x, positions=None, kv_lengths=None):
         b, l, d = x.shape
         out_init = (nn.initializers.normal(stddev=0.02 / (2.0 * self.layer_id) ** 0.5)
                     if self.rescale_init else INIT)
@@ -54,13 +60,13 @@ class Block(nn.Module):
         q, k, v = jnp.moveaxis(qkv.reshape(b, l, 3, self.num_heads, d // self.num_heads), 2, 0)
         if self.rope != "none":
             q, k = rope_lib.rotate(q, positions, self.rope), rope_lib.rotate(k, positions, self.rope)
-        y = attention(q, k, v, self.attention).reshape(b, l, d)
-        x = x + dense(d, ("qkv", "embed"), self.dtype, "proj", out_init)(y).astype(jnp.float32)
+        y = attention(q, k, v, self.attention, kv_lengths=kv_lengths).reshape(b, l, d)
+        x = x + dense(d, ("qkv", "embed"), self.dtype, "proj", out_init)(y).astype(x.dtype)
 
         y = layer_norm("norm2")(x).astype(self.dtype)
         y = dense(self.mlp_hidden, ("embed", "mlp"), self.dtype, "fc1")(y)
         y = jax.nn.gelu(y, approximate=False)  # exact erf GELU, as torch nn.GELU()
-        return x + dense(d, ("mlp", "embed"), self.dtype, "fc2", out_init)(y).astype(jnp.float32)
+        return x + dense(d, ("mlp", "embed"), self.dtype, "fc2", out_init)(y).astype(x.dtype)
 
 
 def block_class(remat):
@@ -75,10 +81,11 @@ def block_class(remat):
 
 
 def run_blocks(module, x, prefix, depth, num_heads, mlp_hidden, dtype, attention, remat, scan,
-               rope="none", positions=None, rescale_init=False):
+               rope="none", positions=None, rescale_init=False, kv_lengths=None):
     """Apply `depth` blocks named prefix_0 .. prefix_{depth-1} to x inside `module`'s compact call.
 
-    rope / positions [B, L, 3] / rescale_init: as Block (the positions are shared by all blocks).
+    rope / positions [B, L, 3] / rescale_init / kv_lengths [B]: as Block (shared by all
+    blocks). The residual stream keeps x's dtype through every block.
 
     scan=False unrolls the loop: XLA compiles every block separately. scan=True runs one block in
     a jax.lax.scan over the blocks' parameters stacked on a new leading axis, so the block is
@@ -91,11 +98,11 @@ def run_blocks(module, x, prefix, depth, num_heads, mlp_hidden, dtype, attention
                              rescale_init=rescale_init)
     if not scan or module.is_initializing():
         for i in range(depth):
-            x = make(layer_id=i + 1, name=f"{prefix}_{i}")(x, positions)
+            x = make(layer_id=i + 1, name=f"{prefix}_{i}")(x, positions, kv_lengths)
         return x
     params = module.variables["params"]
     per_block = [nn.unbox(params[f"{prefix}_{i}"]) for i in range(depth)]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_block)
     block = make(parent=None)  # unbound: applied to one slice of the stack per iteration
-    return jax.lax.scan(lambda h, p: (block.apply({"params": p}, h, positions), None), x,
-                        stacked)[0]
+    return jax.lax.scan(lambda h, p: (block.apply({"params": p}, h, positions, kv_lengths), None),
+                        x, stacked)[0]

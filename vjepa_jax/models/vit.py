@@ -82,6 +82,7 @@ class VisionTransformer(nn.Module):
     scan: bool = False  # one compiled block in a lax.scan (see block.run_blocks)
     rope: str = "none"  # 'none' (sin-cos table) | 'tiled' | 'interleaved' (models/rope.py)
     rescale_init: bool = False  # V-JEPA 2: proj/fc2 init divided by sqrt(2 * layer)
+    residual_dtype: jnp.dtype = jnp.float32  # the blocks' residual stream (model.residual_dtype)
 
     @nn.compact
     def __call__(self, video, indices=None):
@@ -103,6 +104,7 @@ class VisionTransformer(nn.Module):
         else:  # positions of the tokens actually present: the kept indices, or all of them
             kept = jnp.arange(x.shape[1])[None] if indices is None else indices
             positions = jnp.broadcast_to(rope_lib.token_positions(kept, grid), (b, kept.shape[1], 3))
+        x = x.astype(self.residual_dtype)  # bfloat16: as the reference's autocast stream
         if indices is not None:  # positions are added before the gather, so kept tokens keep them
             x = jnp.take_along_axis(x, indices[..., None], axis=1)
         backend = resolve_backend(self.attention, self.dtype)
@@ -116,7 +118,8 @@ def encoder_from_config(model_cfg):
     return VisionTransformer(shape_from_config(model_cfg), model_cfg.uniform_power,
                              jnp.dtype(model_cfg.dtype), model_cfg.attention, model_cfg.remat,
                              model_cfg.scan_blocks, model_cfg.get("rope", "none"),
-                             model_cfg.get("rescale_init", False))
+                             model_cfg.get("rescale_init", False),
+                             jnp.dtype(model_cfg.get("residual_dtype", "float32")))
 
 
 def init_params(encoder, rng):

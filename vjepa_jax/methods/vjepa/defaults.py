@@ -37,6 +37,8 @@ def model_defaults():
         dtype="bfloat16",  # compute dtype; params are always float32
         remat="none",  # none | full | dots (rematerialisation policy per block)
         scan_blocks=False,  # compile one block and loop over the depth (faster compiles)
+        residual_dtype="float32",  # float32 | bfloat16 (the reference's autocast encoder stream)
+        fuse_predictor=False,  # both generators' predictor passes as one padded call
     ))
 
 

@@ -20,19 +20,26 @@ def loss_fn(params, target_params, encoder, predictor, video, masks, mask_tokens
     Returns (loss, aux) with aux = {'losses': per-generator losses, 'target': raw target features,
     'context': context features of the first generator, 'baseline_loss' of the same targets}.
     Targets pass through stop_gradient: no gradient ever reaches the target encoder.
+    With predictor.fuse (model.fuse_predictor) the generators' predictor passes run as one
+    padded call (models/predictor.py); the padded tokens are dropped before the loss.
     """
     h, raw = targets(encoder, target_params, video)
     h = jax.lax.stop_gradient(h)
-    losses = []
-    for i, (ctx, tgt) in enumerate(masks):
-        z = encoder.apply({"params": params["encoder"]}, video, ctx)
-        token = i if mask_tokens is None else mask_tokens[i]
-        pred = predictor.apply({"params": params["predictor"]}, z, ctx, tgt, token)
-        losses.append(jnp.abs(pred - gather(h, tgt)).mean())
-        if i == 0:
-            first_context = z
+    tokens = tuple(range(len(masks))) if mask_tokens is None else tuple(mask_tokens)
+    if predictor.fuse:
+        contexts = [encoder.apply({"params": params["encoder"]}, video, ctx) for ctx, _ in masks]
+        ctxs, tgts = zip(*masks)
+        preds = predictor.apply({"params": params["predictor"]}, tuple(contexts), ctxs, tgts,
+                                tokens)
+    else:  # one encoder and one predictor call per generator, in turn
+        contexts, preds = [], []
+        for (ctx, tgt), token in zip(masks, tokens):
+            contexts.append(encoder.apply({"params": params["encoder"]}, video, ctx))
+            preds.append(predictor.apply({"params": params["predictor"]}, contexts[-1], ctx, tgt,
+                                         token))
+    losses = [jnp.abs(pred - gather(h, tgt)).mean() for pred, (_, tgt) in zip(preds, masks)]
     aux = {"losses": losses, "target": jax.lax.stop_gradient(raw),
-           "context": jax.lax.stop_gradient(first_context), "baseline_loss": baseline_loss(h, masks)}
+           "context": jax.lax.stop_gradient(contexts[0]), "baseline_loss": baseline_loss(h, masks)}
     return sum(losses) / len(losses), aux
 
 

@@ -23,6 +23,13 @@ def validate(config):
     for key in ("patch_size", "tubelet_size", "num_frames", "crop_size", "pred_width", "pred_depth"):
         check_key(isinstance(m[key], int) and m[key] > 0, f"model.{key}", m[key], "a positive integer")
     check_key(len(config.masks) >= 1, "masks", config.masks, "at least one mask generator")
+    residual = m.get("residual_dtype", "float32")
+    check_key(residual in ("float32", "bfloat16"), "model.residual_dtype", residual,
+              "float32 or bfloat16 (the blocks' residual stream)")
+    fuse = m.get("fuse_predictor", False)
+    check_key(isinstance(fuse, bool), "model.fuse_predictor", fuse, "True or False")
+    check_key(not fuse or m.attention in ("auto", "xla", "cudnn"), "model.attention",
+              m.attention, "auto, xla or cudnn with model.fuse_predictor=True (key padding)")
 
 
 @dataclasses.dataclass(frozen=True)
