@@ -28,8 +28,6 @@ def validate(config):
               "float32 or bfloat16 (the blocks' residual stream)")
     fuse = m.get("fuse_predictor", False)
     check_key(isinstance(fuse, bool), "model.fuse_predictor", fuse, "True or False")
-    check_key(not fuse or m.attention in ("auto", "xla", "cudnn"), "model.attention",
-              m.attention, "auto, xla or cudnn with model.fuse_predictor=True (key padding)")
 
 
 @dataclasses.dataclass(frozen=True)
