@@ -90,3 +90,13 @@ def test_residual_dtype_error_names_the_key():
     config.model.residual_dtype = "float16"
     with pytest.raises(ValueError, match="model.residual_dtype='float16'"):
         config_lib.validate(config)
+
+
+@pytest.mark.parametrize("remat", ["dots", "full"])
+def test_remat_gives_the_same_loss_and_gradients(remat):
+    loss, _, grads, _ = loss_and_grads(DEMO)
+    remat_loss, _, remat_grads, _ = loss_and_grads(DEMO, remat=remat)
+    # Recomputing the forward in the backward changes nothing but XLA's fusion (float32).
+    np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+                 remat_grads, grads)
