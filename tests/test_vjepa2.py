@@ -104,8 +104,8 @@ def test_sorted_predictor_equals_the_unsorted_one_with_the_permutation_applied()
     sorted_pred, plain = _predictor(True), _predictor(False)
     params = sorted_pred.init(jax.random.key(1), z, ctx, tgt, 0)["params"]
     params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(2), x.shape), params)
-    a = sorted_pred.apply({"params": params}, z, ctx, tgt, 1)
-    b = plain.apply({"params": params}, z, ctx, tgt, 1)
+    a = jax.jit(sorted_pred.apply, static_argnums=4)({"params": params}, z, ctx, tgt, 1)
+    b = jax.jit(plain.apply, static_argnums=4)({"params": params}, z, ctx, tgt, 1)
     np.testing.assert_allclose(a, b, atol=2e-5)  # sorting changes nothing but the rounding
     # The shuffled example (row 1) predicts the same targets as the sorted one (row 0), permuted.
     order = np.argsort(np.argsort(perm[12:20]))
@@ -125,7 +125,7 @@ def test_every_generator_uses_mask_token_0_as_the_reference():
                               is_leaf=lambda x: hasattr(x, "value"))
         video = jax.random.normal(jax.random.key(1), (2,) + bundle.encoder.shape.clip(1)[1:])
         masks = bundle.sample_masks(jax.random.key(2), 2)
-        grads = jax.grad(lambda p: bundle.loss(p, p["encoder"], video, masks)[0])(params)
+        grads = jax.jit(jax.grad(lambda p: bundle.loss(p, p["encoder"], video, masks)[0]))(params)
         norms = {i: float(jnp.abs(grads["predictor"][f"mask_tokens_{i}"]).sum()) for i in range(6)}
         assert {i for i, n in norms.items() if n > 0} == used, (choice, norms)
 
