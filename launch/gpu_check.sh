@@ -11,7 +11,9 @@
 # PEAK_TFLOPS (per device, default 989 = H100/H200 dense bf16), BENCH_TIMEOUT (seconds per
 # bench, default 150: a bench that does not compile in time is recorded as such and the script
 # goes on), BENCHES (space-separated names, in order; default: vitl16_scan vitl16 vjepa2_vitl
-# vith16 vitl16_bf16 vitl16_fused vitl16_remat_dots, the most wanted first), TOTAL_BUDGET
+# vith16 vitl16_bf16 vitl16_fused vitl16_remat_dots vitl16_xla_flags, the most wanted first;
+# vitl16_xla_flags adds GPU_XLA_FLAGS, default the latency-hiding scheduler and cuBLAS instead
+# of Triton GEMMs, to XLA_FLAGS), TOTAL_BUDGET
 # (seconds for the whole script, default 540: a bench that could not finish inside what is left
 # is skipped and recorded as skipped), so one call stays under 10 minutes of GPU time.
 set -uo pipefail
@@ -73,13 +75,15 @@ fi
 ATT=--config.model.attention=cudnn
 [[ "$DRY" == 1 ]] && ATT=--config.model.attention=xla
 declare -A CONFIG=([vitl16]=$L [vitl16_scan]=$L [vitl16_remat_dots]=$L [vitl16_bf16]=$L
-                   [vitl16_fused]=$L [vith16]=$H [vjepa2_vitl]=$V2)
+                   [vitl16_fused]=$L [vitl16_xla_flags]=$L [vith16]=$H [vjepa2_vitl]=$V2)
 declare -A EXTRA=([vitl16]="" [vitl16_scan]="--config.model.scan_blocks=True"
                   [vitl16_remat_dots]="--config.model.remat=dots"
                   [vitl16_bf16]="--config.model.residual_dtype=bfloat16"
                   [vitl16_fused]="--config.model.fuse_predictor=True"
+                  [vitl16_xla_flags]=""
                   [vith16]="" [vjepa2_vitl]="")
-for name in ${BENCHES:-vitl16_scan vitl16 vjepa2_vitl vith16 vitl16_bf16 vitl16_fused vitl16_remat_dots}; do
+GPU_XLA_FLAGS=${GPU_XLA_FLAGS:---xla_gpu_enable_latency_hiding_scheduler=true --xla_gpu_enable_triton_gemm=false}
+for name in ${BENCHES:-vitl16_scan vitl16 vjepa2_vitl vith16 vitl16_bf16 vitl16_fused vitl16_remat_dots vitl16_xla_flags}; do
     if [[ -z "${CONFIG[$name]:-}" ]]; then
         echo "launch/gpu_check.sh: unknown bench $name (BENCHES)" >&2
         continue
@@ -90,7 +94,9 @@ for name in ${BENCHES:-vitl16_scan vitl16 vjepa2_vitl vith16 vitl16_bf16 vitl16_
         continue
     fi
     echo "== bench $name: ${CONFIG[$name]} ${EXTRA[$name]}, batch $BATCH"
-    timeout "${BENCH_TIMEOUT:-150}" $PY -m vjepa_jax.bench --config "${CONFIG[$name]}" \
+    extra_flags=""
+    [[ "$name" == vitl16_xla_flags ]] && extra_flags="$GPU_XLA_FLAGS"
+    XLA_FLAGS="${XLA_FLAGS:-} $extra_flags" timeout "${BENCH_TIMEOUT:-150}" $PY -m vjepa_jax.bench --config "${CONFIG[$name]}" \
         --config.data.batch_size="$BATCH" --config.mesh.data=1 "$ATT" ${EXTRA[$name]} \
         --steps "${BENCH_STEPS:-10}" --peak_tflops "${PEAK_TFLOPS:-989}" \
         --json "$OUT/bench_$name.json" > "$OUT/bench_$name.log" 2>&1

@@ -14,17 +14,17 @@ from common import ROOT
 def test_gpu_check_dry_run_writes_a_json_per_bench_and_the_table(tmp_path):
     out = tmp_path / "gpu_check"
     env = dict(os.environ, DRY_RUN="1", PYTHON=sys.executable, BENCH_STEPS="1", TOTAL_BUDGET="5000",
-               BENCHES="vitl16 vitl16_bf16 vitl16_fused vjepa2_vitl nonsense")
+               BENCHES="vitl16 vitl16_bf16 vitl16_fused vitl16_xla_flags vjepa2_vitl nonsense")
     run = subprocess.run(["bash", os.path.join(ROOT, "launch/gpu_check.sh"), str(out)], env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "unknown bench nonsense" in run.stderr
-    for name in ("vitl16", "vitl16_bf16", "vitl16_fused", "vjepa2_vitl"):
+    for name in ("vitl16", "vitl16_bf16", "vitl16_fused", "vitl16_xla_flags", "vjepa2_vitl"):
         result = json.load(open(out / f"bench_{name}.json"))
         assert "failed" not in result, result
         assert result["step_s"] > 0 and result["model"] == "tiny"
     table = (out / "bench.md").read_text().splitlines()
-    assert table[0].startswith("| bench | model |") and len(table) == 6  # header, rule, 4 rows
+    assert table[0].startswith("| bench | model |") and len(table) == 7  # header, rule, 5 rows
     assert (out / "gpu.txt").read_text().startswith("dry run on")
 
 
