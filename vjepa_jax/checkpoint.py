@@ -203,6 +203,16 @@ def _quiet_closed_loop_reports():
 
     hook._vjepa_closed_loop_filter = True
     sys.unraisablehook = hook
+    # Newer Orbax (Python 3.12 installs) leaves the failed writes' tasks unawaited instead, and
+    # asyncio logs each as "Task exception was never retrieved": the same failure, said again.
+    logging.getLogger("asyncio").addFilter(_abandoned_write_task)
+
+
+def _abandoned_write_task(record):
+    """Logging filter: False (drop) for asyncio's report of an Orbax write task of a failed save."""
+    message = record.getMessage()
+    return not (message.startswith("Task exception was never retrieved")
+                and "async_serialize_from_host" in message)
 
 
 def manager(workdir, keep, read_only=False, folder="checkpoints"):
