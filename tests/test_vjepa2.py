@@ -246,3 +246,8 @@ def test_init_from_refuses_another_model_or_method(main_run, tmp_path):
             workdir_lib.init_from(main, None, abstract, shardings, config)
     with pytest.raises(FileNotFoundError, match="train.init_from="):
         workdir_lib.init_from(str(tmp_path), None, abstract, shardings, config)
+    with pytest.raises(ValueError, match=r"no checkpoint at step 99 \(it has checkpoints at steps \[\d"):
+        workdir_lib.init_from(main, 99, abstract, shardings, config)
+    os.makedirs(tmp_path / "checkpoints")  # a directory without one complete checkpoint
+    with pytest.raises(FileNotFoundError, match="holds no complete checkpoint"):
+        workdir_lib.init_from(str(tmp_path), None, abstract, shardings, config)

@@ -99,11 +99,7 @@ def init_from(path, step, state, shardings, config):
         raise FileNotFoundError(f"{where}: no checkpoints directory in it")
     mngr = checkpoint.manager(path, 1, read_only=True)
     try:
-        steps = sorted(mngr.all_steps())
-        if step is None and steps:
-            step = steps[-1]
-        if step not in steps:
-            raise ValueError(f"{where}: no checkpoint at step {step} (it has {steps})")
+        step = select_step(mngr, step, where)
         source = config_from_meta(read_meta(mngr, step))
         if source.method != config.method:
             raise ValueError(f"{where} step {step} is a {source.method!r} run; this config is "
@@ -115,6 +111,20 @@ def init_from(path, step, state, shardings, config):
         mngr.close()
     zero = lambda x: jax.device_put(jnp.zeros_like(x), x.sharding)
     return restored.replace(step=zero(restored.step), skipped=zero(restored.skipped)), step
+
+
+def select_step(mngr, step, where):
+    """`step` if mngr holds a complete checkpoint there, the latest if step is None; else one
+    error that starts with `where` and lists the steps there are."""
+    steps = sorted(mngr.all_steps())
+    if not steps:
+        raise FileNotFoundError(f"{where}: {mngr.directory} holds no complete checkpoint")
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise ValueError(f"{where}: no checkpoint at step {step} (it has checkpoints at steps "
+                         f"{steps})")
+    return step
 
 
 def config_from_meta(meta):
@@ -144,13 +154,7 @@ def read_workdir(workdir, step=None, parts=("params", "target_params")):
         raise FileNotFoundError(f"--workdir {workdir}: no checkpoints (missing {ckpt_dir})")
     mngr = checkpoint.manager(workdir, 1, read_only=True)
     try:
-        steps = sorted(mngr.all_steps())
-        if not steps:
-            raise FileNotFoundError(f"--workdir {workdir}: {ckpt_dir} holds no complete checkpoint")
-        if step is None:
-            step = steps[-1]
-        if step not in steps:
-            raise ValueError(f"--step {step}: {workdir} has checkpoints at steps {steps}")
+        step = select_step(mngr, step, f"--workdir {workdir}")
         checkpoint.verify(mngr.directory, step)  # CheckpointDamaged names the step and file
         meta = read_meta(mngr, step)
         item_dir = os.path.join(str(mngr.directory), str(step), "state")
