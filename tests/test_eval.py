@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from common import ROOT, load_config
+from common import ROOT, demo_ridge_scores, load_config
 from vjepa_jax import checkpoint, eval as eval_lib, loader, mismatch, optim
 from vjepa_jax.evaluation import configs as eval_configs, data as eval_data, online
 from vjepa_jax.evaluation import probe_steps, readouts
@@ -424,26 +424,8 @@ def test_demo_pretrained_encoder_beats_random_init(tmp_path):
     one here.
     About 15 minutes on a 2-core CPU; docs/EVAL.md has the measured margin.
     """
-    from vjepa_jax import train
-
     config = load_config("configs/pretrain/demo.py", "causal")
-    workdir = os.environ.get("VJEPA_DEMO_WORKDIR")
-    if not workdir:
-        workdir = str(tmp_path / "pretrain")
-        train.run(config, workdir)
-    params = jax.device_get(loader.load_encoder(workdir, which="target").params)
-    encoder = vit.encoder_from_config(config.model)
-    assert config.online_eval.token_ridge
-    scores = {}
-    for split_seed in (config.online_eval.seed, 3000):
-        config.online_eval.seed = split_seed
-        opts = config.online_eval
-        train_split, val_split, num_classes = online.labelled_split(config, opts)
-        pretrained = online.online_eval(encoder, params, config)["ridge_top1"]
-        random_init = [online.random_init_scores(encoder, seed, train_split, val_split,
-                                                 num_classes, opts)["ridge_top1"]
-                       for seed in (0, 1, 2)]
-        scores[split_seed] = (pretrained, random_init)
-    print(scores)
+    scores = demo_ridge_scores(config, "VJEPA_DEMO_WORKDIR", tmp_path,
+                               (config.online_eval.seed, 3000))
     for pretrained, random_init in scores.values():
         assert pretrained > max(random_init), scores

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common import ROOT, load_config
+from common import ROOT, demo_ridge_scores, load_config
 from vjepa_jax import checkpoint, config as config_lib, convert, loader, methods, optim
 from vjepa_jax import train_state, workdir as workdir_lib
 from vjepa_jax.interop import state_dicts
@@ -319,28 +319,9 @@ def test_demo_pretrained_encoder_beats_random_init(tmp_path):
     pretrains one here. About 12 minutes on a 2-core CPU with the workdir, 15 without; README has
     the measured margins.
     """
-    from vjepa_jax import train
-    from vjepa_jax.evaluation import online
-
     config = load_config("configs/pretrain/ijepa_demo.py")
-    workdir = os.environ.get("VJEPA_IJEPA_DEMO_WORKDIR")
-    if not workdir:
-        workdir = str(tmp_path / "pretrain")
-        train.run(config, workdir)
-    params = jax.device_get(loader.load_encoder(workdir, which="target").params)
-    encoder = image_vit.encoder_from_config(config.model)
-    assert config.online_eval.token_ridge
-    scores = {}
-    for split_seed in (config.online_eval.seed, 3000, 4000):
-        config.online_eval.seed = split_seed
-        opts = config.online_eval
-        train_split, val_split, num_classes = online.labelled_split(config, opts)
-        assert (len(train_split[1]), len(val_split[1]), num_classes) == (4096, 4096, 4)
-        pretrained = online.online_eval(encoder, params, config)["ridge_top1"]
-        random_init = [online.random_init_scores(encoder, seed, train_split, val_split,
-                                                 num_classes, opts)["ridge_top1"]
-                       for seed in (0, 1, 2)]
-        scores[split_seed] = (pretrained, random_init)
-    print(scores)
+    assert (config.online_eval.num_train, config.online_eval.num_val) == (4096, 4096)
+    scores = demo_ridge_scores(config, "VJEPA_IJEPA_DEMO_WORKDIR", tmp_path,
+                               (config.online_eval.seed, 3000, 4000))
     for pretrained, random_init in scores.values():
         assert pretrained > max(random_init), scores
