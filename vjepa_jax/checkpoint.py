@@ -209,10 +209,20 @@ def _quiet_closed_loop_reports():
 
 
 def _abandoned_write_task(record):
-    """Logging filter: False (drop) for asyncio's report of an Orbax write task of a failed save."""
+    """Logging filter: False (drop) for asyncio's report of an Orbax write of a failed save.
+
+    It says "Task exception was never retrieved" (the task names Orbax's coroutine) or
+    "_GatheringFuture exception was never retrieved" (the exception's traceback runs through
+    Orbax's serialization module), depending on which write loses the race."""
     message = record.getMessage()
-    return not (message.startswith("Task exception was never retrieved")
-                and "async_serialize_from_host" in message)
+    if "exception was never retrieved" not in message.split("\n", 1)[0]:
+        return True
+    if "async_serialize_from_host" in message:
+        return False
+    error = record.exc_info[1] if record.exc_info else None
+    frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+    return not any(os.path.join("orbax", "checkpoint") in f.filename
+                   and "serialization" in os.path.basename(f.filename) for f in frames)
 
 
 def manager(workdir, keep, read_only=False, folder="checkpoints"):
