@@ -306,6 +306,13 @@ def _can_mount_a_small_disk(tmp_path):
     return r.returncode == 0
 
 
+def _private_compilation_cache(tmp_path):
+    """The environment for a process under a file-size limit: its own compilation cache, so a
+    cache entry it cuts short can never be read by another test (a truncated executable
+    aborts the process that loads it)."""
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "compilation_cache"))
+
+
 def _file_size_limit(limit):
     def apply():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write (EFBIG), not the process
@@ -335,12 +342,14 @@ def test_failed_async_save_stops_the_run_in_one_line(run, tmp_path, disk):
                   f"cp -r {run[0]} {workdir} && {{ {shlex.join(args + ['--workdir', workdir])}; "
                   f"rc=$?; cp -r {workdir} {after}; exit $rc; }}")
         r = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300,
+                           env=_private_compilation_cache(tmp_path))
         cause, result = "No space left on device (ENOSPC)", str(after)
     else:
         workdir = result = copy(run, tmp_path)
         r = subprocess.run(args + ["--workdir", workdir], cwd=ROOT, capture_output=True,
-                           text=True, timeout=300, preexec_fn=_file_size_limit(3_000_000))
+                           text=True, timeout=300, preexec_fn=_file_size_limit(3_000_000),
+                           env=_private_compilation_cache(tmp_path))
         cause = "File too large (EFBIG)"
     assert r.returncode == 1, r.stderr[-3000:]
     errors = [l for l in r.stderr.splitlines() if "vjepa_jax.train: error:" in l]
@@ -401,7 +410,8 @@ def test_failed_async_save_is_reported_by_the_next_check_without_another_save(tm
     code = ("import json, sys; sys.path[:0] = sys.argv[1:3]; import test_reliability as t; "
             "print('RESULT', json.dumps(t._fail_a_save_past_a_file_size_limit(sys.argv[3])))")
     r = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "tests"), ROOT,
-                        str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=_private_compilation_cache(tmp_path))
     lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
     assert r.returncode == 0 and lines, r.stderr[-3000:]
     got = json.loads(lines[-1][len("RESULT "):])
