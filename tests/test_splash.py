@@ -118,32 +118,3 @@ def test_encoder_with_splash_matches_xla():
     np.testing.assert_allclose(loss_s, loss_x, rtol=1e-5)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grad_s), jax.tree.leaves(grad_x)):
         assert_close(a, b, 1e-4, jax.tree_util.keystr(path))
-
-
-def test_the_train_step_is_compiled_under_its_mesh(monkeypatch):
-    """train_step.compile_step (train.py and bench.py) traces the step under jax.set_mesh, so
-    splash takes its per-device shard_map over the whole mesh: on a TPU a multi-device step
-    without it fails, as XLA cannot partition the kernel. Plain jit tracing sets no mesh."""
-    if jax.device_count() < 8:
-        pytest.skip("needs the 8 fake CPU devices of tests/conftest.py")
-    from common import load_config
-    from vjepa_jax import methods, sharding, train_state, train_step
-
-    config = load_config("configs/pretrain/demo.py", "smoke")
-    config.model.update(depth=1, pred_depth=1, attention="splash")
-    config.mesh.update(data=4, fsdp=2)
-    mesh = sharding.make_mesh(config.mesh)
-    model = methods.get(config.method).build(config)
-    _, shardings, init = train_state.create(model.init, config.optim, mesh, jax.random.key(0))
-    batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    step = train_step.jit_train_step(model, config.optim, shardings, {"video": batch_sharding},
-                                     repl)
-    video = jax.device_put(np.zeros(model.encoder.shape.clip(8), np.uint8), batch_sharding)
-    args = (init(jax.random.key(1)), {"video": video}, jax.random.key(2))
-    meshes = []
-    real = jax.shard_map
-    monkeypatch.setattr(jax, "shard_map", lambda f, **kw: meshes.append(kw["mesh"]) or real(f, **kw))
-    step.lower(*args)
-    assert meshes == []  # traced without a mesh, the kernel would run unpartitioned
-    train_step.compile_step(step, mesh, *args)
-    assert meshes and all(dict(m.shape) == {"data": 4, "fsdp": 2} for m in meshes), meshes

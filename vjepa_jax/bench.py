@@ -61,7 +61,7 @@ def bench(config, steps, warmup, peak_tflops):
 
     log.info("compiling the train step (minutes for ViT-L/H on a GPU)")
     t0 = time.perf_counter()
-    compiled = train_step.compile_step(step, mesh, state, {"video": video}, rng)
+    compiled = step.lower(state, {"video": video}, rng).compile()
     compile_s = time.perf_counter() - t0
     log.info("compiled in %.1f s; %d warm-up and %d timed steps", compile_s, warmup + 1, steps)
     for _ in range(1 + warmup):

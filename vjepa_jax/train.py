@@ -28,7 +28,7 @@ from vjepa_jax.evaluation import online
 log = logging.getLogger("vjepa_jax.train")
 
 
-def compile_step(step_fn, mesh, state, batch, rng):
+def compile_step(step_fn, state, batch, rng):
     """Compile the jitted step for these arguments ahead of time, then line up all processes.
 
     Compile times differ between hosts; without the barrier a fast host would sit inside the
@@ -36,7 +36,7 @@ def compile_step(step_fn, mesh, state, batch, rng):
     about 30 s. The barrier (coordination service, 30 min) releases once all hold executables.
     """
     start = time.perf_counter()
-    compiled = train_step.compile_step(step_fn, mesh, state, batch, rng)
+    compiled = step_fn.lower(state, batch, rng).compile()
     log.info("train step compiled in %.1f s", time.perf_counter() - start)
     distributed.barrier("vjepa_jax.train.step_compiled")
     return compiled
@@ -120,7 +120,7 @@ def run(config, workdir):
         skips.check(config.data.max_skip_fraction)
         batch = {"video": jax.make_array_from_process_local_data(batch_sharding, local["video"])}
         if compiled is None:
-            compiled = compile_step(step_fn, mesh, state, batch, step_rng)
+            compiled = compile_step(step_fn, state, batch, step_rng)
         state, metrics = compiled(state, batch, step_rng)
         step += 1
         bar.update(1)

@@ -151,12 +151,3 @@ def jit_train_step(model, optim_cfg, state_shardings, batch_shardings, replicate
     return jax.jit(step, donate_argnums=(0,),
                    in_shardings=(state_shardings, batch_shardings, replicated),
                    out_shardings=(state_shardings, replicated))
-
-
-def compile_step(step_fn, mesh, state, batch, rng):
-    """Lower and compile a jitted step for these arguments ahead of time, traced under
-    jax.set_mesh(mesh): code that reads the mesh while traced needs it there, as
-    model.attention='splash' does to run its TPU kernel (which XLA cannot partition) in a
-    shard_map over the devices (models/attention.py)."""
-    with jax.set_mesh(mesh):
-        return step_fn.lower(state, batch, rng).compile()
