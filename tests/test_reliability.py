@@ -307,9 +307,8 @@ def _can_mount_a_small_disk(tmp_path):
 
 
 def _private_compilation_cache(tmp_path):
-    """The environment for a process under a file-size limit: its own compilation cache, so a
-    cache entry it cuts short can never be read by another test (a truncated executable
-    aborts the process that loads it)."""
+    """The environment for a process under a file-size limit or on a full disk: its own
+    compilation cache, so a cache entry it may cut short is never read by another test."""
     return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "compilation_cache"))
 
 

@@ -203,8 +203,8 @@ def _quiet_closed_loop_reports():
 
     hook._vjepa_closed_loop_filter = True
     sys.unraisablehook = hook
-    # Newer Orbax (Python 3.12 installs) leaves the failed writes' tasks unawaited instead, and
-    # asyncio logs each as "Task exception was never retrieved": the same failure, said again.
+    # Orbax may also leave the failed writes' futures unawaited (always on Python 3.12 installs,
+    # by race on 3.11), and asyncio logs each: the same failure, said again.
     logging.getLogger("asyncio").addFilter(_abandoned_write_task)
 
 
